@@ -1,0 +1,7 @@
+"""Uniform: every sample every epoch, reshuffled each epoch. The reference all speedups divide."""
+from bench.method import Method, register
+
+
+@register
+class Uniform(Method):
+    name = "uniform"

@@ -1,0 +1,1 @@
+"""bench: the reference harness for data-efficient training methods."""

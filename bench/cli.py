@@ -1,0 +1,111 @@
+"""Command line: `python -m bench {run,list,fetch}`. Bad input: one line on stderr, exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bench.errors import BenchError
+
+
+def _add_cell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", default="uniform")
+    p.add_argument("--drop", type=float, default=0.0, help="share of samples with no backward pass, in [0, 1)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", default="auto", choices=["auto", "sgd", "adamw"])
+    p.add_argument("--train-limit", type=int, help="stratified training subset size, for smoke runs")
+    p.add_argument("--eval-limit", type=int, help="cap on validation and test sizes (default: --train-limit)")
+    p.add_argument("--label-noise", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter; VALUE is read as JSON when it parses (e.g. 3, 0.5, true)")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _params(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise BenchError(f"--param {item!r} is not KEY=VALUE; write e.g. --param temperature=0.5")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def cmd_run(a) -> int:
+    from bench.cell import run_cell
+    from bench.config import CellConfig
+
+    cfg = CellConfig(
+        model=a.model, dataset=a.dataset, method=a.method, params=_params(a.param), drop=a.drop, epochs=a.epochs,
+        seed=a.seed, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, train_limit=a.train_limit,
+        eval_limit=a.eval_limit, label_noise=a.label_noise, max_length=a.max_length, compile=a.compile,
+        device=a.device, progress=not a.no_progress,
+    )
+    result = run_cell(cfg)
+    print(result.summary(cfg))
+    return 0
+
+
+def cmd_list(a) -> int:
+    from bench.registry import METHODS, list_datasets, list_methods, list_models
+
+    if a.what == "models":
+        from bench.models import model_kind
+
+        for n in list_models():
+            print(f"{n:14s} {model_kind(n)}")
+    elif a.what == "datasets":
+        for n in list_datasets():
+            print(n)
+    else:
+        for n in list_methods():
+            cls = METHODS.get(n)
+            flag = "" if cls.faithful else f"  [not faithful: {cls.caveat}]"
+            doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            print(f"{n:20s} {doc}{flag}")
+    return 0
+
+
+def cmd_fetch(a) -> int:
+    from bench.fetch import fetch
+
+    fetch(a.names or None)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark harness for data-efficient training.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train one cell and log it to MLflow")
+    _add_cell_args(r)
+    r.set_defaults(fn=cmd_run)
+    ls = sub.add_parser("list", help="list registered models, datasets or methods")
+    ls.add_argument("what", choices=["models", "datasets", "methods"])
+    ls.set_defaults(fn=cmd_list)
+    f = sub.add_parser("fetch", help="fetch the offline data sources into the cache")
+    f.add_argument("names", nargs="*")
+    f.set_defaults(fn=cmd_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are checkpointed; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,186 @@
+"""The method API: the only place a data-selection method touches training.
+
+A method is one class registered with `@register_method`. The harness (engine)
+owns the model step, the optimizer, the clock and the evaluation; a method only
+decides, at three levels, what gets trained on:
+
+1. `epoch_indices(epoch)`: which samples an epoch visits, in order, with
+   optional per-sample loss weights (SwiftLearn, InfoBatch, random subset).
+2. `select(batch)`: which part of a drawn batch gets the forward/backward pass;
+   it may score the batch cheaply first with `ctx.score` / `ctx.early_exit`
+   (SIFT).
+3. `observe(batch, logits, losses)`: what happened in the step just taken.
+
+`batches(epoch)` ties 1 and 2 together; a method that builds batches online
+(Selective Backprop, IMPON) overrides it. `start_epoch` and `end_epoch` hold
+whole-epoch work (scoring passes, searches); their time is charged to the
+method as bookkeeping, never hidden.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from bench.errors import BenchError
+
+
+@dataclass
+class Batch:
+    indices: torch.Tensor  # global training indices (int64, CPU)
+    weights: torch.Tensor | None = None  # per-sample loss weights (CPU), None = all 1
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def take(self, pos: torch.Tensor) -> "Batch":
+        return Batch(self.indices[pos], None if self.weights is None else self.weights[pos])
+
+
+@dataclass
+class Scores:
+    logits: torch.Tensor  # N, C float32 on the training device
+    losses: torch.Tensor  # N per-sample cross-entropy
+
+
+class Context:
+    """What the harness offers a method. Forward passes made here are counted."""
+
+    n_train: int
+    num_classes: int
+    epochs: int
+    batch_size: int
+    drop: float
+    labels: torch.Tensor  # training labels as trained on (noise included), CPU
+    generator: torch.Generator  # seeded CPU generator: the method's only source of randomness
+    device: torch.device
+    model: torch.nn.Module  # read it (weights, embeddings); never step it
+
+    def score(self, indices: torch.Tensor) -> Scores:
+        """No-grad, eval-mode full forward of these samples (a selection pass)."""
+        raise NotImplementedError
+
+    def early_exit(self, indices: torch.Tensor, k: int):
+        """No-grad forward through the first k stages: `bench.models.Exit` (a partial pass)."""
+        raise NotImplementedError
+
+    def inputs(self, indices: torch.Tensor):
+        """Model inputs (x, mask) of these samples on the device, un-augmented."""
+        raise NotImplementedError
+
+    def trial(self, method: "Method", epochs: int) -> float:
+        """Train a copy of the current model with `method` for `epochs`, from the current
+        weights, and return its validation accuracy. Timed and counted as search."""
+        raise NotImplementedError
+
+    def log_artifact(self, name: str, obj: Any) -> None:
+        """Save a JSON-able object with the run (e.g. a learned sampler)."""
+        raise NotImplementedError
+
+
+class Method:
+    """Base class: uniform training. Subclasses set `name` and override hooks.
+
+    Parameters are the keyword arguments of `__init__` (besides `drop`); they are
+    validated against its signature and logged with the run.
+    """
+
+    name = "base"
+    faithful = True  # False, with `caveat`, for a method not implemented as its paper says
+    caveat = ""
+
+    def __init__(self, drop: float = 0.0):
+        self.drop = float(drop)
+        self.keep = 1.0 - self.drop
+
+    @classmethod
+    def build(cls, drop: float, params: dict[str, Any]) -> "Method":
+        sig = inspect.signature(cls.__init__)
+        allowed = [p for p in sig.parameters if p not in ("self", "drop")]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise BenchError(
+                f"method {cls.name} has no parameter {', '.join(unknown)}; "
+                f"its parameters: {', '.join(allowed) or 'none'}"
+            )
+        try:
+            return cls(drop=drop, **params)
+        except (TypeError, ValueError) as e:
+            raise BenchError(f"method {cls.name}: {e}") from None
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        sig = inspect.signature(cls.__init__)
+        return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "drop")}
+
+    # -- setup and planning
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps this epoch will take: the LR schedule is planned from these."""
+        return num_batches(self.epoch_size(epoch), self.ctx.batch_size)
+
+    def epoch_size(self, epoch: int) -> int:
+        """Samples visited in this epoch (before `select`)."""
+        return self.ctx.n_train
+
+    # -- the three levels
+
+    def epoch_indices(self, epoch: int) -> Batch:
+        return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
+
+    def select(self, batch: Batch) -> Batch:
+        return batch
+
+    def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
+        pass
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        order = self.epoch_indices(epoch)
+        for chunk in chunks(len(order), self.ctx.batch_size):
+            yield self.select(order.take(chunk))
+
+    # -- whole-epoch work (charged as bookkeeping)
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def end_epoch(self, epoch: int) -> None:
+        pass
+
+    # -- resume
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "ctx"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def chunks(n: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Positions of each batch; the last may be smaller (one extra shape per epoch, not per step)."""
+    for s in range(0, n, batch_size):
+        yield torch.arange(s, min(n, s + batch_size))
+
+
+def static_k(keep: float, batch_size: int) -> int:
+    """Selected size per batch: fixed, so selection never changes tensor shapes."""
+    return max(1, math.ceil(keep * batch_size))
+
+
+def register(cls: type[Method]) -> type[Method]:
+    from bench.registry import METHODS
+
+    return METHODS.register(cls.name)(cls)
+
+
+Factory = Callable[..., Method]

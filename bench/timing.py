@@ -1,0 +1,92 @@
+"""Stage timing: CUDA events on a GPU (one synchronisation per step), perf_counter on CPU.
+
+Time is exclusive: each interval between two marks belongs to the stage that was
+current, so nested stages never count twice. Inside `exclusive("search")` every
+inner stage is charged to search.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+STAGES = ("data", "selection", "forward", "backward", "optimizer", "bookkeeping", "search", "evaluation")
+NOT_TRAIN = ("search", "evaluation")  # train time excludes these; end-to-end includes all
+
+
+class StageTimer:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.totals = dict.fromkeys(STAGES + ("other",), 0.0)
+        self.current = "other"
+        self._locked = 0
+        self._pending: list[tuple[str, object]] = []  # (stage of the interval ending here, mark)
+        self._last = self._now()
+
+    def _now(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def _switch(self, stage: str) -> None:
+        if stage == self.current:
+            return
+        mark = self._now()
+        if self.cuda:
+            self._pending.append((self.current, mark))
+        else:
+            self.totals[self.current] += mark - self._last
+            self._last = mark
+        self.current = stage
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        if self._locked:
+            yield
+            return
+        prev = self.current
+        self._switch(name)
+        try:
+            yield
+        finally:
+            self._switch(prev)
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str):
+        """Charge everything inside to `name`, whatever stages the code inside opens."""
+        with self.stage(name):
+            self._locked += 1
+            try:
+                yield
+            finally:
+                self._locked -= 1
+
+    def flush(self) -> None:
+        """Resolve pending CUDA intervals: the one synchronisation of a step."""
+        if not self.cuda or not self._pending:
+            return
+        self._pending[-1][1].synchronize()
+        prev = self._last
+        for stage, ev in self._pending:
+            self.totals[stage] += prev.elapsed_time(ev) / 1000.0
+            prev = ev
+        self._last = prev
+        self._pending.clear()
+
+    def train_seconds(self) -> float:
+        self.flush()
+        return sum(v for k, v in self.totals.items() if k not in NOT_TRAIN)
+
+    def total_seconds(self) -> float:
+        self.flush()
+        return sum(self.totals.values())
+
+    def state_dict(self) -> dict:
+        self.flush()
+        return dict(self.totals)
+
+    def load_state_dict(self, totals: dict) -> None:
+        self.totals.update(totals)

@@ -1,0 +1,28 @@
+"""Tests run on CPU on tiny real data. Each test session gets its own MLflow store
+and checkpoint folder; datasets come from the shared cache (`nox -s fetch`)."""
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite MLflow store and checkpoint folder for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    return tmp_path
+
+
+def tiny_cell(**kw):
+    from bench.config import CellConfig
+
+    base = dict(model="tiny_cnn", dataset="fashion_mnist", epochs=2, batch_size=64, train_limit=256,
+                eval_limit=128, device="cpu", progress=False)
+    base.update(kw)
+    return CellConfig(**base)
+
+
+def tiny_text_cell(**kw):
+    return tiny_cell(**{"model": "tiny_bert", "dataset": "mr", "max_length": 32, **kw})

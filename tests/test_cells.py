@@ -1,0 +1,32 @@
+"""One cell per registered method, on tiny real data: a new method file is tested here with no new test code."""
+import pytest
+
+from bench import tracking
+from bench.cell import run_cell
+from bench.registry import list_methods
+from conftest import tiny_cell, tiny_text_cell
+
+
+def _check(res, cfg):
+    m = res.metrics
+    assert res.status == "finished"
+    assert 0.0 <= m["final_test_acc"] <= 1.0
+    assert 0.0 < m["backward_fraction"] <= 1.0 + 1e-9 or cfg.method == "swift_sampler"
+    assert m["e2e_seconds"] >= m["train_seconds"] > 0
+    assert m["total_backwards"] <= m["total_forwards"]
+    run = tracking.client().get_run(res.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["method"] == cfg.method
+    hist = tracking.client().get_metric_history(res.run_id, "val_acc")
+    assert sorted(h.step for h in hist) == list(range(cfg.epochs))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_image_cell(method, store):
+    cfg = tiny_cell(method=method, drop=0.5)
+    _check(run_cell(cfg, log=lambda *_: None), cfg)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_text_cell(method, store):
+    cfg = tiny_text_cell(method=method, drop=0.5)
+    _check(run_cell(cfg, log=lambda *_: None), cfg)

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from bench.models import InputSpec, create_model, model_kind
+from bench.registry import list_models
+
+IMAGE = InputSpec("image", 10, channels=1, size=28)
+TEXT = InputSpec("text", 2)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_forward_and_early_exit(name):
+    torch.manual_seed(0)
+    if model_kind(name) == "image":
+        model, x, mask = create_model(name, IMAGE), torch.randn(2, 1, 28, 28), None
+    else:
+        if name == "bert_base":
+            pytest.skip("110M parameters: built in test_bert_base_builds_from_config")
+        model, x, mask = create_model(name, TEXT), torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x, mask)
+        assert logits.shape == (2, 10 if model_kind(name) == "image" else 2)
+        assert model.num_exits >= 2
+        ex = model.early_exit(x, mask, 1)
+        assert ex.features.shape[0] == 2 and ex.features.ndim == 2
+        if ex.logits is not None:
+            assert ex.logits.shape == logits.shape
+
+
+def test_small_image_stem_keeps_resolution():
+    m = create_model("resnet18", IMAGE)
+    assert m.net.conv1.stride == (1, 1) and m.net.conv1.kernel_size == (3, 3)
+    assert isinstance(m.net.maxpool, torch.nn.Identity)
+
+
+def test_bert_base_builds_from_config():
+    m = create_model("bert_base", TEXT)
+    assert sum(p.numel() for p in m.parameters()) > 100e6 and m.num_exits == 12
+
+
+def test_kind_mismatch_is_a_clear_error():
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="text models"):
+        create_model("resnet18", TEXT)
