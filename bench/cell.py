@@ -136,7 +136,7 @@ def _train(cfg, key, hardware, method, data, trainer: Trainer, timer: StageTimer
         **{f"method.{k}": v for k, v in {**type(method).param_defaults(), **cfg.params}.items()},
     })
     run.tags({
-        "git_commit": git_commit(), "hardware": hardware, "device": trainer.device.type, "torch": torch.__version__,
+        "config_key": cfg.config_key(), "git_commit": git_commit(), "hardware": hardware, "device": trainer.device.type, "torch": torch.__version__,
         "faithful": type(method).faithful, "compile_time_in_timing": cfg.compile, **tags,
     })
 

@@ -84,6 +84,67 @@ def cmd_fetch(a) -> int:
     return 0
 
 
+def _finish_suite(suite, outcome, highlight=None) -> int:
+    try:
+        from bench import report
+    except ImportError:
+        report = None
+    if report is not None:
+        try:
+            path = report.write(suite)
+            print(f"tables and plots: {path}")
+            if highlight:
+                print(report.render(report.summary(report.collect(suite), suite), highlight=highlight))
+        except BenchError as e:
+            print(f"no tables: {e}", file=sys.stderr)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
+        for cfg, err in outcome.failed:
+            print(f"  {cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_suite(a) -> int:
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(a.suite)
+    if a.dry_run:
+        for cfg in suite.cells():
+            print(f"{cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed} epochs={cfg.epochs}")
+        return 0
+    return _finish_suite(suite, run_suite(suite))
+
+
+def cmd_compare(a) -> int:
+    """Run only one method's cells of a suite (plus the uniform reference) and show its rows beside the others."""
+    from bench.registry import METHODS
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
+    METHODS.get(a.method)
+    suite = load_suite(a.suite)
+    if not any(c.method == a.method for c in suite.cells()):
+        raise BenchError(f"suite {suite.name} has no cells for {a.method}; use a suite with `methods: all` or list it")
+    return _finish_suite(suite, run_suite(suite, only_methods={a.method}), highlight=a.method)
+
+
+def cmd_tables(a) -> int:
+    from bench import report
+    from bench.suite import load_suite
+
+    suite = load_suite(a.suite)
+    print(f"tables and plots: {report.write(suite)}")
+    return 0
+
+
+def cmd_regress(a) -> int:
+    from bench import regress
+
+    return regress.main(update=a.update, suite_name=a.suite)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark harness for data-efficient training.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -96,6 +157,21 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch", help="fetch the offline data sources into the cache")
     f.add_argument("names", nargs="*")
     f.set_defaults(fn=cmd_fetch)
+    s = sub.add_parser("suite", help="run every cell of a suite (finished cells are skipped), then write its tables")
+    s.add_argument("suite", nargs="?", default="quick", help="a name in results/suites/ or a path to a .yaml file")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    s.set_defaults(fn=cmd_suite)
+    c = sub.add_parser("compare", help="run one method's cells of a suite and print its rows beside the others")
+    c.add_argument("method")
+    c.add_argument("suite", nargs="?", default="quick")
+    c.set_defaults(fn=cmd_compare)
+    t = sub.add_parser("tables", help="regenerate a suite's tables and plots from MLflow, without training")
+    t.add_argument("suite", nargs="?", default="quick")
+    t.set_defaults(fn=cmd_tables)
+    g = sub.add_parser("regress", help="CPU regression guard against results/regress/baseline.json")
+    g.add_argument("--update", action="store_true", help="rewrite the baseline on purpose")
+    g.add_argument("--suite", default="regress")
+    g.set_defaults(fn=cmd_regress)
     return p
 
 

@@ -73,6 +73,11 @@ class CellConfig:
             d.pop(k)
         return d
 
+    def config_key(self) -> str:
+        """Hash of what the cell computes, on any hardware: tables group runs by it."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def key(self, hardware: str) -> str:
         """Hash of what the cell computes and where: a finished key is never run again."""
         blob = json.dumps({**self.identity(), "hardware": hardware}, sort_keys=True, default=str)

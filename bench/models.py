@@ -254,6 +254,7 @@ def _hf_from(spec: InputSpec, path: Path | None, **config_kw):
     from transformers import AutoModelForSequenceClassification, BertConfig, logging
 
     logging.set_verbosity_error()  # "newly initialized classifier" is expected
+    logging.disable_progress_bar()
     if path is not None:
         return HFClassifier(AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=spec.num_classes))
     from transformers import BertForSequenceClassification

@@ -1,0 +1,102 @@
+"""Shared piece of p-SGD and c-SGD (Chang et al. 2017, "Active Bias: Training More Accurate
+Neural Networks by Emphasizing High Variance Samples", NeurIPS, arXiv 1704.07433).
+
+Both keep, per sample, the history of the predicted probability of its (possibly noisy)
+training label, p = softmax(logits)[y], from the training forward passes (`observe`: no
+extra pass). The history is kept as running sums (count, sum p, sum p^2) over every
+visit since the start of training, which gives the history mean and variance exactly.
+
+Each epoch after `warmup_epochs` uniform full epochs, round(keep * N) samples are drawn
+without replacement with probability proportional to score_i + epsilon, and visited in
+a random order. Subclasses define the score. A sample with no history yet (possible only
+with warmup_epochs=0) is given the chance-level prior p = 1 / num_classes.
+
+Smoothing: the paper adds a smoothness constant epsilon to every score. Its value is not
+given in the material we have, and the scores of the variants live on different scales
+(1 - p in [0, 1], p(1 - p) in [0, 1/4]), so here epsilon is relative: the constant added
+is `epsilon` times the mean score over all samples (default 0.2: a guess; the public
+re-implementation songhwanjun/ActiveBias has a default "smoothness" of 0.2 for its
+weighting variant, whose exact use we could not check). With
+`epsilon=0` the draw follows the scores alone (a tiny floor keeps every probability
+positive so a draw without replacement is always possible).
+
+Where we differ from the paper: the paper draws each mini-batch with these
+probabilities for a full-length epoch of SGD; here an epoch visits round(keep * N)
+distinct samples (the drop ratio sets the saving) and the weights stay 1 (Active Bias'
+sampling variants do not reweight). `replacement=True` draws with replacement instead.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.method import Batch, Method
+
+
+class ProbHistoryMethod(Method):
+    """Base: history of p(true label) per sample, sampling by `score(...) + epsilon`."""
+
+    name = "_prob_history"
+
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = False):
+        super().__init__(drop)
+        if int(warmup_epochs) < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if float(epsilon) < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.warmup_epochs = int(warmup_epochs)
+        self.epsilon = float(epsilon)
+        self.replacement = bool(replacement)
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        n, dev = ctx.n_train, ctx.device
+        self.count = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.sum_p = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.sum_p2 = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.labels_dev = ctx.labels.to(dev)
+
+    # -- history statistics (CPU tensors)
+
+    def history(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """count, mean p and unbiased variance of p (NaN where fewer than 2 visits)."""
+        count, s, s2 = self.count.cpu(), self.sum_p.cpu(), self.sum_p2.cpu()
+        prior = 1.0 / self.ctx.num_classes
+        mean = torch.where(count > 0, s / count.clamp(min=1), torch.full_like(s, prior))
+        var = (s2 - count * mean**2) / (count - 1)
+        var = torch.where(count > 1, var.clamp(min=0), torch.full_like(s, float("nan")))
+        return count, mean, var
+
+    def score(self, count: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self) -> torch.Tensor:
+        s = self.score(*self.history()).double().clamp(min=0)
+        s = s + self.epsilon * s.mean()
+        s = s.clamp(min=1e-12)
+        return s / s.sum()
+
+    # -- planning and sampling
+
+    def sampled(self, epoch: int) -> bool:
+        return epoch >= self.warmup_epochs
+
+    def epoch_size(self, epoch: int) -> int:
+        if not self.sampled(epoch):
+            return self.ctx.n_train
+        return max(1, round(self.keep * self.ctx.n_train))
+
+    def epoch_indices(self, epoch: int) -> Batch:
+        g, n = self.ctx.generator, self.ctx.n_train
+        if not self.sampled(epoch):
+            return Batch(torch.randperm(n, generator=g))
+        k = self.epoch_size(epoch)
+        drawn = torch.multinomial(self.probabilities(), k, replacement=self.replacement, generator=g)
+        return Batch(drawn[torch.randperm(k, generator=g)])  # draw order is biased to high p: shuffle
+
+    def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
+        idx = batch.indices.to(self.count.device, non_blocking=True)
+        p = torch.softmax(logits.detach().float(), dim=1).gather(1, self.labels_dev[idx].view(-1, 1)).flatten()
+        p = p.to(self.count.device).double()
+        self.count.index_add_(0, idx, torch.ones_like(p))
+        self.sum_p.index_add_(0, idx, p)
+        self.sum_p2.index_add_(0, idx, p * p)

@@ -1,0 +1,27 @@
+"""p-SGD: Active Bias "SGD sampled by difficulty" (Chang et al. 2017, "Active Bias:
+Training More Accurate Neural Networks by Emphasizing High Variance Samples", NeurIPS,
+arXiv 1704.07433; named p-SGD in the IMPON paper, seed 004).
+
+Score of sample i: 1 - mean p_i, the mean over its history of the predicted probability
+of its training label (from the training forwards), plus the smoothness constant: low-p
+(hard) samples are drawn more often. Each epoch after the uniform warm-up draws
+round(keep * N) samples without replacement by these probabilities.
+
+The sampling, warm-up, smoothing and where we differ from the paper are in
+baselines/_prob_history.py (shared with c-SGD).
+"""
+import torch
+
+from baselines._prob_history import ProbHistoryMethod
+from bench.method import register
+
+
+@register
+class PSGD(ProbHistoryMethod):
+    name = "psgd"
+
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = False):
+        super().__init__(drop, warmup_epochs=warmup_epochs, epsilon=epsilon, replacement=replacement)
+
+    def score(self, count: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        return 1.0 - mean

@@ -1,0 +1,68 @@
+"""Run a suite: expand it into cells, skip finished ones, resume interrupted ones,
+keep going past failures and report them at the end."""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from bench import tracking
+from bench.cell import run_cell
+from bench.config import CellConfig
+from bench.engine import hardware_name, pick_device
+from bench.errors import BenchError
+from bench.suite import Suite
+
+
+@dataclass
+class SuiteOutcome:
+    ran: int = 0
+    skipped: int = 0
+    failed: list[tuple[CellConfig, str]] = field(default_factory=list)
+
+
+def _label(cfg: CellConfig) -> str:
+    return f"{cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed}"
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> SuiteOutcome:
+    cells = suite.cells(only_methods)
+    out = SuiteOutcome()
+    hardware = {}
+    done = {}
+    for cfg in cells:  # one query up front: finished cells are skipped without loading anything
+        hw = hardware.setdefault(cfg.device, hardware_name(pick_device(cfg.device)))
+        done[cfg.key(hw)] = None
+    finished = tracking.finished_runs(list(done))
+    todo = [c for c in cells if c.key(hardware[c.device]) not in finished]
+    out.skipped = len(cells) - len(todo)
+    log(f"suite {suite.name}: {len(cells)} cells, {out.skipped} already finished, {len(todo)} to run"
+        + (f" (expected: {suite.expected_runtime})" if suite.expected_runtime and todo else ""))
+    spent = 0.0
+    for i, cfg in enumerate(todo, 1):
+        left = ""
+        if out.ran:
+            left = f", ~{_eta(spent / out.ran * (len(todo) - i + 1))} left"
+        log(f"[{i}/{len(todo)}{left}] {_label(cfg)}")
+        t0 = time.perf_counter()
+        try:
+            res = run_cell(cfg, tags={"suite": suite.name}, log=log)
+            log("  " + res.summary(cfg))
+        except KeyboardInterrupt:
+            log(f"interrupted during {_label(cfg)}: finished epochs are checkpointed; run again to resume")
+            raise
+        except BenchError as e:
+            out.failed.append((cfg, str(e)))
+            log(f"  failed: {e}")
+        except Exception as e:  # a broken method must not stop the other cells
+            out.failed.append((cfg, f"{type(e).__name__}: {e}"))
+            log(f"  failed: {type(e).__name__}: {e}")
+            traceback.print_exc(file=sys.stderr)
+        out.ran += 1
+        spent += time.perf_counter() - t0
+    return out

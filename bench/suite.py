@@ -1,0 +1,216 @@
+"""Suites: YAML files declaring a matrix of cells, validated on load.
+
+    name: quick
+    description: ...
+    expected_runtime: about 12 minutes on 2 CPU cores
+    defaults: {epochs: 3, batch_size: 128, train_limit: 2000}   # any CellConfig field
+    method_params: {swift_sampler: {bo_steps: 4}}                 # per-method parameters
+    target_offset: 0.5       # time to target: median uniform final val acc minus this many points
+    paper: paper/swiftlearn.yaml   # reported figures shown beside ours (relative to results/)
+    blocks:
+      - models: [resnet18]
+        datasets: [fashion_mnist]
+        methods: all          # every registered method; or a list of names / {name, params}
+        drops: [0.5, 0.9]     # uniform always runs once, at drop 0, as the reference
+        seeds: [0, 1]
+        overrides: {epochs: 5}
+
+Every block expands to models x datasets x methods x drops x seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import CellConfig
+from bench.errors import BenchError
+from bench.paths import results_dir
+
+REFERENCE = "uniform"
+SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "paper", "blocks"}
+BLOCK_KEYS = {"models", "datasets", "methods", "drops", "seeds", "overrides"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Block:
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    methods: tuple[MethodSpec, ...] | str  # "all" resolves at expansion, so new plugins join
+    drops: tuple[float, ...]
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    blocks: tuple[Block, ...]
+    description: str = ""
+    expected_runtime: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_offset: float = 0.5
+    paper: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def cells(self, only_methods: set[str] | None = None) -> list[CellConfig]:
+        """Every cell, in a stable order; `only_methods` keeps those plus the uniform reference."""
+        from bench.registry import list_methods
+
+        out, seen = [], set()
+        for b in self.blocks:
+            methods = [MethodSpec(m) for m in list_methods()] if b.methods == "all" else list(b.methods)
+            for model in b.models:
+                for dataset in b.datasets:
+                    for m in methods:
+                        if only_methods and m.name not in only_methods and m.name != REFERENCE:
+                            continue
+                        drops = (0.0,) if m.name == REFERENCE else b.drops
+                        for drop in drops:
+                            for seed in b.seeds:
+                                params = {**self.method_params.get(m.name, {}), **m.params}
+                                fields_ = {**self.defaults, **b.overrides, "model": model, "dataset": dataset,
+                                           "method": m.name, "params": params, "drop": drop, "seed": seed}
+                                cfg = _cell(self.name, fields_)
+                                if cfg.config_key() not in seen:
+                                    seen.add(cfg.config_key())
+                                    out.append(cfg)
+        return out
+
+
+def _cell(suite: str, fields_: dict[str, Any]) -> CellConfig:
+    try:
+        return CellConfig.from_dict(fields_)
+    except BenchError as e:
+        raise BenchError(f"suite {suite}: {e}") from None
+    except TypeError as e:
+        raise BenchError(f"suite {suite}: bad cell fields ({e})") from None
+
+
+def _tuple(suite: str, block: int, key: str, value, kind) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise BenchError(f"suite {suite}, block {block}: {key} must be a non-empty list, got {value!r}")
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise BenchError(f"suite {suite}, block {block}: {key} holds a value that is not {kind.__name__}: {value!r}") from None
+
+
+def _methods(suite: str, block: int, value) -> tuple[MethodSpec, ...] | str:
+    if value == "all":
+        return "all"
+    if not isinstance(value, list) or not value:
+        raise BenchError(f"suite {suite}, block {block}: methods must be 'all' or a list of names / {{name, params}}")
+    out = []
+    for m in value:
+        if isinstance(m, str):
+            out.append(MethodSpec(m))
+        elif isinstance(m, dict) and "name" in m and set(m) <= {"name", "params"}:
+            out.append(MethodSpec(m["name"], dict(m.get("params") or {})))
+        else:
+            raise BenchError(f"suite {suite}, block {block}: bad method entry {m!r}; write a name or {{name: x, params: {{...}}}}")
+    return tuple(out)
+
+
+def find_suite(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise BenchError(f"suite file {p} does not exist")
+        return p
+    p = results_dir() / "suites" / f"{name_or_path}.yaml"
+    if not p.exists():
+        known = ", ".join(sorted(q.stem for q in (results_dir() / "suites").glob("*.yaml")))
+        raise BenchError(f"unknown suite {name_or_path!r}; known suites: {known} (or give a path to a .yaml file)")
+    return p
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = find_suite(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BenchError(f"suite file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"suite file {path} must hold a mapping with name and blocks")
+    name = raw.get("name") or path.stem
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        raise BenchError(f"suite {name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
+    if not raw.get("blocks"):
+        raise BenchError(f"suite {name}: no blocks; add at least one block with models, datasets, methods, drops, seeds")
+    blocks = []
+    for i, b in enumerate(raw["blocks"], 1):
+        if not isinstance(b, dict):
+            raise BenchError(f"suite {name}, block {i}: must be a mapping")
+        bad = set(b) - BLOCK_KEYS
+        missing = {"models", "datasets", "methods"} - set(b)
+        if bad or missing:
+            what = f"unknown key(s) {', '.join(sorted(bad))}" if bad else f"missing {', '.join(sorted(missing))}"
+            raise BenchError(f"suite {name}, block {i}: {what}; a block has {', '.join(sorted(BLOCK_KEYS))}")
+        blocks.append(Block(
+            models=_tuple(name, i, "models", b["models"], str),
+            datasets=_tuple(name, i, "datasets", b["datasets"], str),
+            methods=_methods(name, i, b["methods"]),
+            drops=_tuple(name, i, "drops", b.get("drops", [0.5]), float),
+            seeds=_tuple(name, i, "seeds", b.get("seeds", [0]), int),
+            overrides=dict(b.get("overrides") or {}),
+        ))
+    paper = {}
+    if raw.get("paper"):
+        ppath = results_dir() / raw["paper"]
+        if not ppath.exists():
+            raise BenchError(f"suite {name}: paper figures file {ppath} does not exist")
+        paper = yaml.safe_load(ppath.read_text()) or {}
+    suite = Suite(name=name, blocks=tuple(blocks), description=raw.get("description", ""),
+                  expected_runtime=str(raw.get("expected_runtime", "")), defaults=dict(raw.get("defaults") or {}),
+                  method_params=dict(raw.get("method_params") or {}), target_offset=float(raw.get("target_offset", 0.5)),
+                  paper=paper, path=str(path))
+    validate(suite)
+    return suite
+
+
+def validate(suite: Suite) -> None:
+    """Names exist and every cell's values are valid, before anything runs."""
+    from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_models
+
+    list_models(), list_datasets()
+    for i, b in enumerate(suite.blocks, 1):
+        try:
+            for m in b.models:
+                MODELS.get(m)
+            for d in b.datasets:
+                DATASETS.get(d)
+            if b.methods != "all":
+                for m in b.methods:
+                    METHODS.get(m.name)
+        except BenchError as e:
+            raise BenchError(f"suite {suite.name}, block {i}: {e}") from None
+    for name in suite.method_params:
+        if name not in METHODS:
+            raise BenchError(f"suite {suite.name}: method_params names unknown method {name!r}")
+    for cfg in suite.cells():
+        try:
+            METHODS.get(cfg.method).build(cfg.drop, dict(cfg.params))
+        except BenchError as e:
+            raise BenchError(f"suite {suite.name}: {e}") from None
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in (results_dir() / "suites").glob("*.yaml"))
+
+
+def with_defaults(suite: Suite, **changes) -> Suite:
+    return dataclasses.replace(suite, **changes)

@@ -1,0 +1,308 @@
+"""Swift Sampler: a 10-parameter sampler over two per-sample features, found by Bayesian optimisation.
+
+Paper: "Swift Sampler: Efficient Learning of Sampler by 10 Parameters", Yao, Li,
+Xiao, arXiv 2410.05578 (seed 002; harness spec in METHODS.md, section Swift
+Sampler).
+
+Steps
+1. Shared start: the first `warmup_epochs` epochs of the main run are uniform
+   (all data), giving weights w0.
+2. At the start of epoch `warmup_epochs`, one eval-mode `ctx.score` pass over all
+   training data (counted as selection forwards) gives, per sample, its loss and
+   its renormed entropy H(softmax) / log(C).
+3. Each feature is mapped to [0, 1] by `transform`: "cgf" (default, cumulative
+   gradient function: the share of the total per-sample gradient norm held by
+   samples with a smaller feature value; the per-sample gradient norm is
+   approximated by ||softmax - onehot||) or "cdf" (empirical CDF, the paper's
+   ablation; the cgf with equal weights).
+4. Sampler: per feature a piecewise-linear function on [0, 1] with S = 4 equal
+   segments, given by its 5 knot values (2 features x 5 = 10 parameters); a
+   sample's weight is the product of its two values (`combine="product"`,
+   default; "mean" as an option), normalised to probabilities.
+5. Outer loop: Bayesian optimisation (BoTorch SingleTaskGP with standardised
+   outcomes, UpperConfidenceBound, optimize_acqf) over the knots in [0, 1]^10, for
+   `bo_steps` = 40 candidates in all, the first `init_random` = 5 of them from a
+   scrambled Sobol sequence. Each candidate is scored by `ctx.trial`: fine-tune a
+   copy of w0 for `fine_tune_epochs` = 5 epochs with that sampler and return the
+   accuracy on the validation split carved from the training set (never test).
+   The trials are timed and counted as search by the harness.
+6. The best candidate is logged (`swift_sampler.json`: knots, features,
+   transform, combine, best validation accuracy, history) and the remaining
+   epochs of the main run draw round(keep * N) samples per epoch by its
+   probabilities (with replacement when drop = 0, without otherwise).
+   `sampler_path` loads such a JSON and skips the search (the paper's transfer
+   result: features are still computed from this run's own w0).
+
+Our choices (left open by the paper or by the harness budget)
+- warmup_epochs = 2 uniform epochs for the shared start; the final training
+  continues the main run from w0 (so the method uses the same epoch budget E as
+  uniform) rather than retraining from scratch.
+- init_random = 5 Sobol candidates (counted in bo_steps); UCB beta = 2.0;
+  optimize_acqf with 10 restarts and 256 raw samples; knots box [0, 1]^10.
+- A candidate whose weights are all zero falls back to uniform probabilities.
+  Sampling without replacement with fewer positive-weight samples than needed
+  adds a 1e-12 floor so the draw is possible.
+- Ties in the transform: tied values get the same transformed value (the share
+  held by strictly smaller values), min-max normalised onto [0, 1]; a constant
+  feature maps to 0.5.
+- Trials and the final epochs share the keep ratio; each trial's optimizer and LR
+  schedule are the harness's (fresh, planned for the trial's steps).
+- BoTorch draws from torch's global RNG: every BO step runs inside
+  torch.random.fork_rng seeded from ctx.generator, so the search is reproducible
+  and the global RNG the harness checkpoints is untouched.
+- The GP fitting and acquisition optimisation run inside `start_epoch`, so the
+  harness times them as bookkeeping (train time), not as search: the Context has
+  no way for a method to charge its own compute to search.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench.method import Batch, Method, register
+
+FEATURES = ("loss", "renormed_entropy")
+SEGMENTS = 4
+KNOTS = SEGMENTS + 1
+
+
+# ---------------------------------------------------------------- features and transforms
+
+
+def sample_features(logits: torch.Tensor, losses: torch.Tensor, labels: torch.Tensor):
+    """(N, 2) features [loss, entropy / log C] and the per-sample gradient-norm proxy ||softmax - onehot||."""
+    logits = logits.float()
+    c = logits.shape[1]
+    logp = F.log_softmax(logits, 1)
+    p = logp.exp()
+    entropy = -(p * logp).sum(1) / math.log(c) if c > 1 else torch.zeros(len(p), device=p.device)
+    onehot = F.one_hot(labels.to(p.device).long(), c).float()
+    grad_norm = (p - onehot).norm(dim=1)
+    return torch.stack([losses.float(), entropy], 1), grad_norm
+
+
+def cumulative_transform(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Map values to [0, 1]: the share of `weights` held by samples with a strictly smaller value,
+    min-max normalised so the smallest value maps to 0 and the largest to 1. Weights = gradient norms
+    give the cumulative gradient function (cgf); equal weights give the empirical CDF."""
+    v = values.detach().double().cpu()
+    w = torch.ones_like(v) if weights is None else weights.detach().double().cpu().clamp_min(0)
+    sv, order = torch.sort(v)
+    _, inv = torch.unique_consecutive(sv, return_inverse=True)
+    group = torch.zeros(int(inv.max()) + 1 if len(v) else 0, dtype=torch.float64).index_add_(0, inv, w[order])
+    below = torch.cumsum(group, 0) - group  # weight held by strictly smaller values, per distinct value
+    out = torch.empty_like(v)
+    top = below[-1] if len(below) else v.new_tensor(0.0)
+    if len(below) <= 1 or top <= 0:
+        # one distinct value, or all weight on the smallest value: fall back to ranks of distinct values
+        if len(below) <= 1:
+            return torch.full_like(v, 0.5)
+        below = torch.arange(len(below), dtype=torch.float64)
+        top = below[-1]
+    out[order] = below[inv] / top
+    return out
+
+
+def transform_features(feats: torch.Tensor, grad_norm: torch.Tensor, transform: str) -> torch.Tensor:
+    """(N, F) raw features -> (N, F) in [0, 1], float64 on CPU."""
+    w = grad_norm if transform == "cgf" else None
+    return torch.stack([cumulative_transform(feats[:, j], w) for j in range(feats.shape[1])], 1)
+
+
+# ---------------------------------------------------------------- the sampler
+
+
+def piecewise_linear(t: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Evaluate a piecewise-linear function with len(knots)-1 equal segments on [0, 1] at t."""
+    s = len(knots) - 1
+    pos = t.clamp(0, 1) * s
+    seg = pos.floor().clamp(0, s - 1).long()
+    frac = pos - seg
+    return knots[seg] * (1 - frac) + knots[seg + 1] * frac
+
+
+def sampler_probs(t: torch.Tensor, knots, combine: str = "product") -> torch.Tensor:
+    """Probabilities (N,) from transformed features t (N, F) and knots (F, KNOTS); uniform if all weights vanish."""
+    k = torch.as_tensor(knots, dtype=torch.float64).reshape(t.shape[1], -1).clamp_min(0)
+    vals = torch.stack([piecewise_linear(t[:, j].double(), k[j]) for j in range(t.shape[1])], 1)
+    w = vals.prod(1) if combine == "product" else vals.mean(1)
+    total = w.sum()
+    if not torch.isfinite(total) or total <= 0:
+        return torch.full((len(t),), 1.0 / len(t), dtype=torch.float64)
+    return w / total
+
+
+def draw(probs: torch.Tensor, k: int, replacement: bool, generator: torch.Generator) -> torch.Tensor:
+    """k indices drawn by probs (CPU int64)."""
+    p = probs.double().cpu()
+    if not replacement and int((p > 0).sum()) < k:
+        p = p + 1e-12
+    return torch.multinomial(p, k, replacement=replacement, generator=generator)
+
+
+class _SamplerTrial(Method):
+    """Inner method for one candidate (not registered): each epoch draws round(keep * N) samples by `probs`."""
+
+    name = "swift_sampler_trial"
+
+    def __init__(self, drop: float, probs: torch.Tensor):
+        super().__init__(drop)
+        self.probs = probs
+
+    def epoch_size(self, epoch: int) -> int:
+        return max(1, round(self.keep * self.ctx.n_train))
+
+    def epoch_indices(self, epoch: int) -> Batch:
+        return Batch(draw(self.probs, self.epoch_size(epoch), self.drop == 0, self.ctx.generator))
+
+
+# ---------------------------------------------------------------- Bayesian optimisation
+
+
+def bayes_opt(objective: Callable[[torch.Tensor], float], dim: int, steps: int, init_random: int,
+              generator: torch.Generator, beta: float = 2.0, num_restarts: int = 10, raw_samples: int = 256,
+              log: Callable[[int, list, float], None] | None = None):
+    """Maximise `objective` over [0, 1]^dim: `init_random` Sobol points, then GP-UCB, `steps` evaluations in all.
+    Returns (best_x, best_y, history) with history a list of (x list, y)."""
+    from botorch.acquisition import UpperConfidenceBound
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.optim import optimize_acqf
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    def seed() -> int:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+    n_init = max(1, min(init_random, steps))
+    xs = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed()).draw(n_init).double()
+    ys: list[float] = []
+    history = []
+
+    def evaluate(x: torch.Tensor) -> None:
+        y = float(objective(x))
+        ys.append(y)
+        history.append((x.tolist(), y))
+        if log:
+            log(len(ys) - 1, x.tolist(), y)
+
+    for x in xs:
+        evaluate(x)
+    bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).double()
+    X = xs
+    while len(ys) < steps:
+        Y = torch.tensor(ys, dtype=torch.float64).unsqueeze(1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed())
+            flat = len(ys) < 2 or float(Y.std()) == 0
+            if not flat:
+                gp = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+                try:
+                    fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+                except Exception:  # a failed fit keeps the prior hyper-parameters; the GP still conditions on data
+                    pass
+                acq = UpperConfidenceBound(gp, beta=beta)
+                cand, _ = optimize_acqf(acq, bounds=bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples)
+                x = cand.detach().squeeze(0).clamp(0, 1)
+            else:  # flat objective so far: nothing to model, explore at random
+                x = torch.rand(dim, dtype=torch.float64)
+        evaluate(x)
+        X = torch.cat([X, x.unsqueeze(0)])
+    best = max(range(len(ys)), key=lambda i: ys[i])
+    return X[best], ys[best], history
+
+
+# ---------------------------------------------------------------- the method
+
+
+@register
+class SwiftSampler(Method):
+    name = "swift_sampler"
+
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, bo_steps: int = 40, init_random: int = 5,
+                 fine_tune_epochs: int = 5, transform: str = "cgf", combine: str = "product", ucb_beta: float = 2.0,
+                 sampler_path: str | None = None):
+        super().__init__(drop)
+        if int(warmup_epochs) < 1:
+            raise ValueError(f"warmup_epochs must be at least 1 (the shared start), got {warmup_epochs}")
+        if int(bo_steps) < 1 or int(init_random) < 1:
+            raise ValueError(f"bo_steps and init_random must be at least 1, got {bo_steps}, {init_random}")
+        if int(fine_tune_epochs) < 1:
+            raise ValueError(f"fine_tune_epochs must be at least 1, got {fine_tune_epochs}")
+        if transform not in ("cgf", "cdf"):
+            raise ValueError(f"transform must be 'cgf' or 'cdf', got {transform!r}")
+        if combine not in ("product", "mean"):
+            raise ValueError(f"combine must be 'product' or 'mean', got {combine!r}")
+        if sampler_path is not None and not Path(sampler_path).is_file():
+            raise ValueError(f"sampler_path {sampler_path} is not a file (give a swift_sampler.json from an earlier run)")
+        self.warmup_epochs = int(warmup_epochs)
+        self.bo_steps = int(bo_steps)
+        self.init_random = int(init_random)
+        self.fine_tune_epochs = int(fine_tune_epochs)
+        self.transform = transform
+        self.combine = combine
+        self.ucb_beta = float(ucb_beta)
+        self.sampler_path = sampler_path
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.probs: torch.Tensor | None = None  # the final sampler's probabilities (CPU, N)
+        self.sampler: dict | None = None  # what was logged
+
+    def _active(self) -> bool:
+        return self.ctx.epochs > self.warmup_epochs
+
+    def kept(self) -> int:
+        return max(1, round(self.keep * self.ctx.n_train))
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.kept() if self._active() and epoch >= self.warmup_epochs else self.ctx.n_train
+
+    def epoch_indices(self, epoch: int) -> Batch:
+        if self.probs is None or epoch < self.warmup_epochs:
+            return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
+        return Batch(draw(self.probs, self.kept(), self.drop == 0, self.ctx.generator))
+
+    def start_epoch(self, epoch: int) -> None:
+        if epoch == self.warmup_epochs and self._active() and self.probs is None:
+            self.learn()
+
+    # -- the search
+
+    def transformed_features(self, transform: str) -> torch.Tensor:
+        n = self.ctx.n_train
+        sc = self.ctx.score(torch.arange(n))
+        feats, grad_norm = sample_features(sc.logits, sc.losses, self.ctx.labels)
+        return transform_features(feats, grad_norm, transform)
+
+    def learn(self) -> None:
+        if self.sampler_path is not None:
+            saved = json.loads(Path(self.sampler_path).read_text())
+            transform, combine = saved.get("transform", self.transform), saved.get("combine", self.combine)
+            t = self.transformed_features(transform)
+            knots = torch.tensor(saved["knots"], dtype=torch.float64)
+            self.sampler = {**saved, "loaded_from": str(self.sampler_path)}
+            self.probs = sampler_probs(t, knots, combine)
+            return
+        t = self.transformed_features(self.transform)
+
+        def objective(x: torch.Tensor) -> float:
+            probs = sampler_probs(t, x.reshape(len(FEATURES), KNOTS), self.combine)
+            return self.ctx.trial(_SamplerTrial(self.drop, probs), epochs=self.fine_tune_epochs)
+
+        best_x, best_y, history = bayes_opt(objective, len(FEATURES) * KNOTS, self.bo_steps, self.init_random,
+                                            self.ctx.generator, beta=self.ucb_beta)
+        knots = best_x.reshape(len(FEATURES), KNOTS)
+        self.sampler = {
+            "knots": knots.tolist(), "features": list(FEATURES), "segments": SEGMENTS, "transform": self.transform,
+            "combine": self.combine, "best_val_acc": best_y, "fine_tune_epochs": self.fine_tune_epochs,
+            "bo_steps": self.bo_steps, "init_random": self.init_random, "warmup_epochs": self.warmup_epochs,
+            "keep": self.keep, "history": [{"knots": x, "val_acc": y} for x, y in history],
+        }
+        self.probs = sampler_probs(t, knots, self.combine)
+        self.ctx.log_artifact("swift_sampler.json", self.sampler)

@@ -1,0 +1,153 @@
+"""SwiftLearn: importance sampling from the change of logits during warm-up.
+
+Paper: "SwiftLearn: A Data-Efficient Training Method of Deep Learning Models
+using Importance Sampling", arXiv 2311.15134 (seed 000; harness spec in
+METHODS.md, section SwiftLearn).
+
+Steps
+1. Warm-up: the first `warmup_epochs` epochs (default 2, as in the paper: epochs
+   0 and 1) visit all data. `observe` keeps each sample's logits from the
+   training forward passes (train mode, augmented inputs: the passes the step
+   really makes, as METHODS.md says).
+2. Importance of sample i: the mean (over classes) squared difference of its
+   logits between the last two warm-up epochs.
+3. Scores are standardised (zero mean, unit std over the training set), then
+   probabilities = softmax(score / `temperature`), so the temperature is
+   scale-free.
+4. round(keep * N) samples are kept: drawn without replacement by those
+   probabilities (`selection="sample"`, default) or the highest scores
+   (`selection="topk"`).
+5. Later epochs visit only the kept subset, reshuffled every epoch. `epoch_size`
+   reports the real size, so the LR schedule is planned for the steps taken.
+6. `reevaluate_every=K` (default 0 = never, as in the paper): at the start of
+   epoch warmup + j*K (j >= 1) an eval-mode `ctx.score` pass over all training
+   data (counted as selection forwards, timed as bookkeeping) gives fresh logits;
+   the MSE against each sample's last known logits is the new importance and the
+   subset is reselected, so dropped samples can return.
+
+Our choices (left open by the paper)
+- temperature = 1.0 on standardised scores (the paper tunes sigma per task).
+- With warmup_epochs > 2 the importance compares the last two warm-up epochs.
+- "Last logits" for re-evaluation: each sample's most recent logits, from a
+  training forward of a kept sample or from the previous re-evaluation pass
+  (training forwards are stored after warm-up only when re-evaluation is on).
+- Logit buffers are float32 on the training device (N x C).
+- With epochs <= warmup_epochs the method is uniform training.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.method import Batch, Method, register
+
+
+def standardised_probs(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(standardised scores / temperature), float64 on the scores' device."""
+    s = scores.double()
+    std = s.std() if s.numel() > 1 else s.new_tensor(0.0)
+    z = (s - s.mean()) / std if std > 0 else torch.zeros_like(s)
+    return torch.softmax(z / temperature, dim=0)
+
+
+def choose_subset(scores: torch.Tensor, k: int, temperature: float, selection: str,
+                  generator: torch.Generator) -> torch.Tensor:
+    """k sample indices (CPU int64, sorted): by importance sampling without replacement, or top-k."""
+    n = scores.numel()
+    k = max(0, min(int(k), n))
+    if k == n:
+        return torch.arange(n)
+    if selection == "topk":
+        idx = torch.topk(scores.double().cpu(), k).indices
+    else:
+        probs = standardised_probs(scores.cpu(), temperature)
+        idx = torch.multinomial(probs, k, replacement=False, generator=generator)
+    return idx.sort().values
+
+
+def logit_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared difference of two logit tensors (N, C) -> N."""
+    return (a.float() - b.float()).pow(2).mean(1)
+
+
+@register
+class SwiftLearn(Method):
+    name = "swiftlearn"
+
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, temperature: float = 1.0,
+                 selection: str = "sample", reevaluate_every: int = 0):
+        super().__init__(drop)
+        if int(warmup_epochs) < 2:
+            raise ValueError(f"warmup_epochs must be at least 2 (importance compares two epochs), got {warmup_epochs}")
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if selection not in ("sample", "topk"):
+            raise ValueError(f"selection must be 'sample' or 'topk', got {selection!r}")
+        if int(reevaluate_every) < 0:
+            raise ValueError(f"reevaluate_every must be >= 0 (0 = never), got {reevaluate_every}")
+        self.warmup_epochs = int(warmup_epochs)
+        self.temperature = float(temperature)
+        self.selection = selection
+        self.reevaluate_every = int(reevaluate_every)
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.epoch = 0
+        self.last_logits: torch.Tensor | None = None  # N, C: each sample's most recent logits
+        self.importance: torch.Tensor | None = None  # N
+        self.subset: torch.Tensor | None = None  # kept indices (CPU)
+        self.reevaluations = 0
+
+    # -- planning
+
+    def kept(self) -> int:
+        return max(1, round(self.keep * self.ctx.n_train))
+
+    def _selective(self, epoch: int) -> bool:
+        return epoch >= self.warmup_epochs and self.ctx.epochs > self.warmup_epochs
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.kept() if self._selective(epoch) else self.ctx.n_train
+
+    # -- hooks
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if not self._selective(epoch):
+            return
+        if epoch == self.warmup_epochs:
+            self._select()
+        elif self.reevaluate_every and (epoch - self.warmup_epochs) % self.reevaluate_every == 0:
+            self._reevaluate()
+
+    def _select(self) -> None:
+        self.subset = choose_subset(self.importance, self.kept(), self.temperature, self.selection, self.ctx.generator)
+        if not self.reevaluate_every:
+            self.last_logits = None  # no longer needed
+
+    def _reevaluate(self) -> None:
+        n = self.ctx.n_train
+        logits = self.ctx.score(torch.arange(n)).logits
+        self.importance = logit_mse(logits, self.last_logits.to(logits.device))
+        self.last_logits = logits.float().to(self.last_logits.device)
+        self.reevaluations += 1
+        self._select()
+
+    def epoch_indices(self, epoch: int) -> Batch:
+        if not self._selective(epoch):
+            return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
+        perm = torch.randperm(len(self.subset), generator=self.ctx.generator)
+        return Batch(self.subset[perm])
+
+    def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
+        if self.ctx.epochs <= self.warmup_epochs:
+            return  # uniform training: nothing to record
+        if self.epoch < self.warmup_epochs:
+            if self.last_logits is None:
+                self.last_logits = torch.zeros(self.ctx.n_train, logits.shape[1], device=logits.device)
+                self.importance = torch.zeros(self.ctx.n_train, device=logits.device)
+            idx = batch.indices.to(logits.device)
+            if self.epoch == self.warmup_epochs - 1:  # importance: last warm-up epoch vs the one before
+                self.importance[idx] = logit_mse(logits, self.last_logits[idx])
+            self.last_logits[idx] = logits.float()
+        elif self.reevaluate_every and self.last_logits is not None:
+            self.last_logits[batch.indices.to(self.last_logits.device)] = logits.float()

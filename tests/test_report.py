@@ -1,0 +1,221 @@
+"""Tables from MLflow: a tiny real store (4 cells on CPU), plus hand-made frames for the statistics."""
+import math
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bench import report, tracking
+from bench.cell import run_cell
+from bench.engine import hardware_name, pick_device
+from bench.errors import BenchError
+from bench.suite import load_suite
+
+SUITE = {
+    "name": "tiny_report",
+    "description": "tiny_cnn on a slice of Fashion-MNIST, for the report tests",
+    "defaults": {"epochs": 2, "batch_size": 64, "train_limit": 256, "eval_limit": 128, "device": "cpu", "progress": False},
+    "target_offset": 0.5,
+    "paper": "paper/tiny.yaml",
+    "blocks": [{"models": ["tiny_cnn"], "datasets": ["fashion_mnist"], "methods": ["uniform", "random_subset"],
+                "drops": [0.5], "seeds": [0, 1]}],
+}
+PAPER = {"source": "a made-up paper", "figures": [
+    {"method": "random_subset", "drop": 0.5, "metric": "e2e_speedup", "value": 2.0, "note": "made up"},
+    {"method": "random_subset", "drop": 0.9, "metric": "e2e_speedup", "value": 9.0},
+]}
+
+
+def _fake_run(cfg, hardware, metrics=None, finish=True, fail=False):
+    """A run logged by hand with a cell's tags: finished, failed, or left running."""
+    run = tracking.CellRun(cfg.key(hardware), name="fake")
+    run.params({"model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "drop": cfg.drop, "seed": cfg.seed,
+                "epochs": cfg.epochs, "label_noise": cfg.label_noise})
+    run.tags({"config_key": cfg.config_key(), "hardware": hardware, "faithful": True, "git_commit": "fake"})
+    if metrics:
+        run.metrics(metrics, cfg.epochs)
+    if fail:
+        run.fail("FAILED", "boom")
+    elif finish:
+        run.finish()
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The `store` fixture of conftest at module scope: the four real cells train once for all tests here."""
+    root = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("BENCH_CHECKPOINTS", str(root / "ckpt"))
+        mp.setenv("BENCH_RESULTS", str(root / "results"))
+        (root / "results" / "paper").mkdir(parents=True)
+        (root / "results" / "paper" / "tiny.yaml").write_text(yaml.safe_dump(PAPER))
+        path = root / "tiny_report.yaml"
+        path.write_text(yaml.safe_dump(SUITE))
+        suite = load_suite(str(path))
+        real = {}
+        for cfg in suite.cells():
+            res = run_cell(cfg, log=lambda *_: None)
+            assert res.status == "finished"
+            real[res.run_id] = cfg
+        hw = hardware_name(pick_device("cpu"))
+        cfg = suite.cells()[-1]
+        bad = [
+            _fake_run(cfg, hw, {"final_test_acc": 0.0}, finish=False),  # still running
+            _fake_run(cfg, hw, {"final_test_acc": 0.0}, fail=True),  # failed
+        ]
+        rid = _fake_run(cfg, hw, {"final_test_acc": 0.0}, finish=False)  # FINISHED status, but the cell never said so
+        tracking.client().set_terminated(rid, "FINISHED")
+        bad.append(rid)
+        yield SimpleNamespace(suite=suite, root=root, real=real, bad=bad, hardware=hw)
+
+
+def test_collect_one_row_per_finished_cell(built):
+    df = report.collect(built.suite)
+    assert len(df) == len(built.suite.cells()) == 4
+    assert set(df["run_id"]) == set(built.real)  # the newer unfinished / failed runs are ignored
+    assert not set(df["run_id"]) & set(built.bad)
+    assert set(df["config_key"]) == {c.config_key() for c in built.suite.cells()}
+    for r in df.itertuples():
+        cfg = built.real[r.run_id]
+        assert (r.model, r.dataset, r.method, r.drop, r.seed, r.label_noise) == \
+            (cfg.model, cfg.dataset, cfg.method, cfg.drop, cfg.seed, cfg.label_noise)
+        assert r.hardware == built.hardware and r.faithful is True or r.faithful == True  # noqa: E712
+        assert r.hist_epoch == [0, 1]
+        assert len(r.hist_val_acc) == 2 and r.hist_val_acc[-1] == pytest.approx(r.final_val_acc)
+        assert 0 < r.hist_work_seconds[0] < r.hist_work_seconds[1] <= r.e2e_seconds + 1e-9
+        assert r.stage_backward_seconds > 0 and r.total_backwards > 0
+
+
+def test_summary_on_real_runs(built):
+    s = report.summary(report.collect(built.suite), built.suite)
+    assert list(s["method"]) == ["uniform", "random_subset"]
+    u, rs = s.iloc[0], s.iloc[1]
+    assert u["drop"] == 0.0 and rs["drop"] == 0.5
+    assert u["n_seeds"] == rs["n_seeds"] == 2 and rs["paired_seeds"] == 2
+    assert u["train_speedup"] == 1.0 and u["e2e_speedup"] == 1.0 and u["acc_change_pts"] == 0.0
+    assert rs["backward_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert u["backward_fraction"] == pytest.approx(1.0)
+    assert rs["train_speedup"] > 0 and rs["e2e_speedup"] > 0
+    for r in (u, rs):
+        assert r["test_acc_ci_low"] - 1e-12 <= r["test_acc_mean"] <= r["test_acc_ci_high"] + 1e-12
+    runs = report.collect(built.suite)
+    target = runs.loc[runs["method"] == "uniform", "final_val_acc"].median() - 0.005
+    assert u["target_val_acc"] == pytest.approx(target)
+    assert u["target_reached"] == 2  # every uniform run ends above median - 0.5 points or at the median
+    assert rs["paper"] == "e2e_speedup 2 (made up)" and u["paper"] == ""
+
+
+def test_paired_speedup_pairs_by_seed():
+    ref = pd.DataFrame({"seed": [0, 1], "train_seconds": [10.0, 100.0]})
+    m = pd.DataFrame({"seed": [0, 1, 2], "train_seconds": [5.0, 100.0, 1.0]})  # seed 2 has no uniform partner
+    sp, n = report.paired_speedup(ref, m, "train_seconds")
+    assert n == 2 and sp == pytest.approx((10 / 5 + 100 / 100) / 2)  # 1.5
+    unpaired = ref["train_seconds"].mean() / m["train_seconds"].mean()
+    ratio_of_means = ref["train_seconds"].mean() / m.loc[m.seed < 2, "train_seconds"].mean()
+    assert abs(sp - unpaired) > 0.05 and abs(sp - ratio_of_means) > 0.05
+    assert report.paired_speedup(ref, ref, "train_seconds") == (1.0, 2)
+    assert math.isnan(report.paired_speedup(ref, m[m.seed == 2], "train_seconds")[0])
+
+
+def test_bootstrap_ci():
+    v = np.random.default_rng(3).normal(0.8, 0.02, size=5)
+    lo, hi = report.bootstrap_ci(v)
+    assert lo < v.mean() < hi and (lo, hi) == report.bootstrap_ci(v)  # fixed generator
+    assert hi - lo < v.max() - v.min()
+    assert report.bootstrap_ci([0.7]) == (0.7, 0.7)
+    lo, hi = report.bootstrap_ci([0.7, 0.9])
+    assert lo <= 0.8 <= hi
+
+
+def test_time_to_target_hand_made():
+    acc, sec = [0.30, 0.60, 0.55, 0.80], [1.0, 2.0, 3.0, 4.0]
+    assert report.time_to_target(acc, sec, 0.6) == 2.0
+    assert report.time_to_target(acc, sec, 0.7) == 4.0
+    assert report.time_to_target(acc, sec, 0.25) == 1.0
+    assert math.isnan(report.time_to_target(acc, sec, 0.81))
+
+
+def _row(method, drop, seed, val, test, secs, hist_acc, hist_sec):
+    return {"hardware": "cpu", "model": "m", "dataset": "d", "label_noise": 0.0, "epochs": len(hist_acc),
+            "setting": "s", "method": method, "variant": "", "drop": drop, "seed": seed, "faithful": method != "x",
+            "git_commit": "c", "config_key": f"{method}{seed}", "run_id": f"{method}{seed}", "start_time": 0,
+            "final_val_acc": val, "final_test_acc": test, "best_val_acc": max(hist_acc), "train_seconds": secs,
+            "e2e_seconds": secs + 1, "search_seconds": 0.0, "eval_seconds": 1.0, "backward_fraction": 1 - drop,
+            "forward_fraction": 1 - drop, "realized_drop": drop, "hist_epoch": list(range(len(hist_acc))),
+            "hist_val_acc": hist_acc, "hist_work_seconds": hist_sec}
+
+
+def test_summary_hand_made():
+    df = pd.DataFrame([
+        _row("uniform", 0.0, 0, 0.80, 0.79, 10.0, [0.5, 0.80], [5.0, 10.0]),
+        _row("uniform", 0.0, 1, 0.82, 0.81, 20.0, [0.6, 0.82], [10.0, 20.0]),
+        _row("x", 0.5, 0, 0.81, 0.80, 5.0, [0.81, 0.81], [2.5, 5.0]),  # reaches 0.805 at 2.5 s
+        _row("x", 0.5, 1, 0.70, 0.70, 10.0, [0.6, 0.70], [5.0, 10.0]),  # never does
+    ])
+    suite = SimpleNamespace(name="hand", paper={}, target_offset=0.5)
+    s = report.summary(df, suite)
+    u, x = s.iloc[0], s.iloc[1]
+    assert u["target_val_acc"] == pytest.approx(0.805)
+    assert u["time_to_target_s"] == pytest.approx(15.0) and u["target_reached"] == 1  # seed 1 only: 0.80 < 0.805
+    assert x["time_to_target_s"] == 2.5 and x["target_reached"] == 1
+    assert x["train_speedup"] == pytest.approx(2.0) and x["e2e_speedup"] == pytest.approx((11 / 6 + 21 / 11) / 2)
+    assert x["acc_change_pts"] == pytest.approx(((0.80 - 0.79) + (0.70 - 0.81)) / 2 * 100)
+    assert x["faithful"] == False  # noqa: E712
+    md = report.render(s)
+    assert "2.5 (1/2 seeds)" in md and "**no**" in md
+    never = report.summary(df[df.seed == 1].assign(hist_val_acc=[[0.1, 0.2], [0.1, 0.2]]), suite)
+    assert "not reached" in report.render(never)
+
+
+def test_render_highlights_one_method(built):
+    s = report.summary(report.collect(built.suite), built.suite)
+    md = report.render(s, highlight="random_subset")
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")][1:]
+    assert len(lines) == 2
+    assert "▶ **random_subset**" in lines[1] and "▶" not in lines[0]
+    assert "▶" not in report.render(s)
+
+
+def test_write_files_and_is_deterministic(built, tmp_path):
+    out = report.write(built.suite, tmp_path / "a")
+    names = {p.name for p in out.iterdir()}
+    assert {"summary.md", "summary.csv", "runs.csv", "accuracy_vs_time.png", "speedup_vs_drop.png",
+            "stage_breakdown.png"} <= names
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "summary.md").read_text()
+    assert "# Suite tiny_report" in md and "minus 0.5 points" in md and "git commits:" in md
+    assert "runs: 4 finished" in md and "a made-up paper" in md
+    csv = pd.read_csv(out / "summary.csv")
+    assert len(csv) == 2 and {"train_speedup", "e2e_speedup", "time_to_target_s", "paper"} <= set(csv.columns)
+    again = report.write(built.suite, tmp_path / "b")
+    for name in ("summary.md", "summary.csv", "runs.csv"):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+    default = report.write(built.suite)
+    assert default == built.root / "results" / "tiny_report"
+    assert (default / "summary.md").read_bytes() == (out / "summary.md").read_bytes()
+
+
+def test_no_finished_runs_is_an_error(built, store):
+    with pytest.raises(BenchError, match=r"no finished runs for suite tiny_report; run `nox -s reproduce -- tiny_report`"):
+        report.write(built.suite, store / "out")
+
+
+def test_newest_finished_run_per_hardware_wins(built, store):
+    cfg = built.suite.cells()[0]
+    _fake_run(cfg, "gpu-a", {"final_test_acc": 0.1})
+    time.sleep(0.02)
+    newest = _fake_run(cfg, "gpu-a", {"final_test_acc": 0.2})
+    time.sleep(0.02)
+    _fake_run(cfg, "gpu-a", {"final_test_acc": 0.3}, finish=False)
+    other = _fake_run(cfg, "gpu-b", {"final_test_acc": 0.4})
+    df = report.collect(built.suite)
+    assert sorted(df["run_id"]) == sorted([newest, other])
+    assert dict(zip(df["hardware"], df["final_test_acc"])) == {"gpu-a": 0.2, "gpu-b": 0.4}
+    s = report.summary(df, built.suite)  # runs without histories or a uniform partner still summarise
+    assert len(s) == 2 and s["train_speedup"].isna().all()
