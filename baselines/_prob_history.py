@@ -95,7 +95,7 @@ class ProbHistoryMethod(Method):
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         idx = batch.indices.to(self.count.device, non_blocking=True)
-        p = torch.softmax(logits.detach().float(), dim=1).gather(1, self.labels_dev[idx].view(-1, 1)).flatten()
+        p = torch.log_softmax(logits.detach().float(), dim=1).exp().gather(1, self.labels_dev[idx].view(-1, 1)).flatten()
         p = p.to(self.count.device).double()
         self.count.index_add_(0, idx, torch.ones_like(p))
         self.sum_p.index_add_(0, idx, p)

@@ -17,8 +17,8 @@ BatchedRelativeProbabilityCalculator, `lib/hist.py`, `lib/trainer.py`):
 - the first epoch trains on all data without selection (the reference "primes" with
   one epoch's worth of images); `warmup_epochs` sets this (default 1);
 - fixed-size backward batches, tail flushed at the end of the epoch;
-- `stale` (the reference's "stale" forward selector, staleness 2 there; default 0
-  here = off): a candidate whose loss was measured less than `stale` epochs ago
+- `stale` (the reference's optional "stale" forward selector, whose staleness
+  defaults to 2; default 0 here = off, every candidate forwarded): a candidate whose loss was measured less than `stale` epochs ago
   reuses it instead of being forwarded again. We also count the training forward of a
   sample as a measurement (its training loss, in train mode and augmented), where the
   reference only memoizes the selection forward's loss.

@@ -24,7 +24,7 @@ from bench.method import Method
 from bench.models import InputSpec, create_model, tokenizer_for
 from bench.paths import PROJECT_ROOT, checkpoint_dir
 from bench.registry import METHODS
-from bench.timing import STAGES, StageTimer
+from bench.timing import HARNESS, STAGES, StageTimer
 
 
 @dataclass
@@ -126,7 +126,7 @@ def _train(cfg, key, hardware, method, data, trainer: Trainer, timer: StageTimer
     ctx = HarnessContext(trainer, cfg.drop, cfg.epochs, cfg.seed, artifact_sink=run.artifact)
     method.setup(ctx)
     total_steps = planned_steps(method, cfg.epochs)
-    opt, sched = trainer.make_optimizer(trainer.model, total_steps)
+    opt, sched = trainer.make_optimizer(trainer.model, method, cfg.epochs)
     n = len(data.train)
     run.params({
         "model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "drop": cfg.drop, "seed": cfg.seed,
@@ -147,11 +147,10 @@ def _train(cfg, key, hardware, method, data, trainer: Trainer, timer: StageTimer
         sched.load_state_dict(ckpt["sched"])
         method.load_state_dict(ckpt["method"])
         ctx.generator.set_state(ckpt["ctx_gen"])
-        trainer.aug_gen.set_state(ckpt["aug_gen"].to(trainer.aug_gen.device) if trainer.cuda else ckpt["aug_gen"])
+        trainer.aug_gen.set_state(ckpt["aug_gen"])
         torch.set_rng_state(ckpt["rng"])
         if trainer.cuda and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
-        timer.load_state_dict(ckpt["timer"])
         totals = Counts(**ckpt["counts"])
         ctx.counts = Counts(**ckpt["ctx_counts"])
         history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
@@ -163,12 +162,13 @@ def _train(cfg, key, hardware, method, data, trainer: Trainer, timer: StageTimer
         log(f"resuming {key} at epoch {start_epoch} (run {run.run_id})")
     elif trainer.cuda:
         _warm_up(trainer, opt, sched)
+    timer.start(ckpt["timer"] if ckpt else None)
 
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=planned_steps(method, start_epoch), leave=False, file=sys.stderr,
+        bar = tqdm(total=total_steps, initial=planned_steps(method, start_epoch), leave=False, file=sys.stderr, disable=None,
                    desc=f"{cfg.model}/{cfg.dataset}/{cfg.method} r={cfg.drop} s={cfg.seed}", unit="step")
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -191,15 +191,16 @@ def _train(cfg, key, hardware, method, data, trainer: Trainer, timer: StageTimer
             "lr": sched.get_last_lr()[0],
             **{f"epoch_{k}": v for k, v in counts.as_dict().items()},
         }
-        history.append({"epoch": epoch, "metrics": metrics})
-        _save(ckpt_path, {
-            "run_id": run.run_id, "epoch": epoch, "history": history, "model": trainer.model.state_dict(),
-            "opt": opt.state_dict(), "sched": sched.state_dict(), "method": method.state_dict(),
-            "ctx_gen": ctx.generator.get_state(), "aug_gen": trainer.aug_gen.get_state(),
-            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if trainer.cuda else None,
-            "timer": timer.state_dict(), "counts": totals.as_dict(), "ctx_counts": ctx.counts.as_dict(),
-        })
-        run.metrics(metrics, epoch)
+        with timer.stage(HARNESS):
+            history.append({"epoch": epoch, "metrics": metrics})
+            _save(ckpt_path, {
+                "run_id": run.run_id, "epoch": epoch, "history": history, "model": trainer.model.state_dict(),
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "method": method.state_dict(),
+                "ctx_gen": ctx.generator.get_state(), "aug_gen": trainer.aug_gen.get_state(),
+                "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if trainer.cuda else None,
+                "timer": timer.state_dict(), "counts": totals.as_dict(), "ctx_counts": ctx.counts.as_dict(),
+            })
+            run.metrics(metrics, epoch)
         if bar:
             bar.set_postfix(epoch=epoch, val_acc=f"{val_acc:.3f}")
     if bar:

@@ -55,19 +55,25 @@ def hardware_name(device: torch.device) -> str:
     return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
 
 
-def schedule(kind: str, total_steps: int):
+class Schedule:
     """LR factor per optimizer step, planned for the steps the method will take.
-    Steps past the plan stay at the final value instead of raising."""
-    total = max(1, total_steps)
-    warm = max(1, round(0.2 * total)) if kind == "sgd" else max(1, round(0.1 * total))
+    `total` is re-planned each epoch (methods that drop data by loss only know their
+    next epoch's size then); steps past the plan stay at the final value."""
 
-    def factor(step: int) -> float:
+    def __init__(self, kind: str, total_steps: int, epochs: int = 1):
+        self.kind, self.total, self.epochs = kind, max(1, total_steps), epochs
+
+    def __call__(self, step: int) -> float:
+        total = self.total
+        warm = max(1, round((0.2 if self.kind == "sgd" else 0.1) * total))
         s = min(step, total)
         if s < warm:
-            return (0.1 + 0.9 * s / warm) if kind == "sgd" else s / warm
+            return (0.1 + 0.9 * s / warm) if self.kind == "sgd" else s / warm
         return max(0.0, (total - s) / max(1, total - warm))
 
-    return factor
+
+def schedule(kind: str, total_steps: int, epochs: int = 1) -> Schedule:
+    return Schedule(kind, total_steps, epochs)
 
 
 class Trainer:
@@ -133,7 +139,8 @@ class Trainer:
 
     # -- optimizer
 
-    def make_optimizer(self, model: torch.nn.Module, total_steps: int):
+    def make_optimizer(self, model: torch.nn.Module, method: Method, epochs: int):
+        """Optimizer and LR schedule planned for the steps `method` will take in `epochs`."""
         cfg = self.cfg
         if self.optimizer_kind == "sgd":
             lr = cfg.lr if cfg.lr is not None else 0.1 * cfg.batch_size / 256
@@ -143,7 +150,8 @@ class Trainer:
             lr = cfg.lr if cfg.lr is not None else 1e-4
             wd = cfg.weight_decay if cfg.weight_decay is not None else 0.01
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(self.optimizer_kind, total_steps))
+        total = planned_steps(method, epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(self.optimizer_kind, total, epochs))
         return opt, sched
 
     # -- the step
@@ -176,6 +184,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         with t.stage("bookkeeping"):
             method.start_epoch(epoch)
+            # re-plan the schedule from what the method now knows of its remaining epochs
+            plan = sched.lr_lambdas[0]
+            plan.total = max(1, sched.last_epoch + planned_steps(method, plan.epochs, start=epoch))
         it = iter(method.batches(epoch))
         while True:
             with t.stage("selection"):
@@ -263,8 +274,7 @@ class HarnessContext(Context):
             sub = HarnessContext(tr, method.drop, epochs, int(torch.randint(0, 2**31, (1,), generator=self.generator)))
             sub.model = model
             method.setup(sub)
-            steps = sum(method.steps_in_epoch(e) for e in range(epochs))
-            opt, sched = tr.make_optimizer(model, steps)
+            opt, sched = tr.make_optimizer(model, method, epochs)
             counts = Counts()
             for e in range(epochs):
                 tr.run_epoch(method, e, model, model, opt, sched, counts)

@@ -54,7 +54,6 @@ from bench.errors import BenchError
 from bench.paths import results_dir
 from bench.suite import REFERENCE
 
-CHUNK = 50  # config keys per search query
 N_RESAMPLES = 2000
 CI_LEVEL = 0.95
 RNG_SEED = 0
@@ -97,12 +96,15 @@ def _bool(v: Any) -> bool:
 
 
 def _finished(keys: list[str]) -> list:
-    """Finished runs whose config_key is one of `keys`, newest kept per (config_key, hardware)."""
+    """Finished runs whose config_key is one of `keys`, newest kept per (config_key, hardware).
+
+    One query per key: MLflow's run search (3.x, SQL stores) accepts `IN (...)` only for
+    `attributes.run_id`, not for tags, so a chunked `tags.config_key IN (...)` is refused.
+    """
     c, exp = tracking.client(), tracking.experiment_id()
     found = []
-    for s in range(0, len(keys), CHUNK):
-        chunk = ", ".join(f"'{k}'" for k in keys[s : s + CHUNK])
-        flt = f"tags.config_key IN ({chunk}) and tags.cell_status = 'finished' and attributes.status = 'FINISHED'"
+    for key in keys:
+        flt = f"tags.config_key = '{key}' and tags.cell_status = 'finished' and attributes.status = 'FINISHED'"
         token = None
         while True:
             page = c.search_runs([exp], filter_string=flt, max_results=1000, page_token=token)
@@ -113,7 +115,7 @@ def _finished(keys: list[str]) -> list:
     newest: dict[tuple[str, str], Any] = {}
     for run in sorted(found, key=lambda r: (r.info.start_time or 0, r.info.end_time or 0, r.info.run_id)):
         tags = run.data.tags
-        if run.info.status != "FINISHED" or tags.get("cell_status") != "finished":
+        if run.info.status != "FINISHED" or tags.get("cell_status") != "finished" or tags.get("config_key") not in keys:
             continue
         newest[(tags["config_key"], tags.get("hardware", "unknown"))] = run
     return list(newest.values())
@@ -449,11 +451,11 @@ def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
     pts = []
     for r in runs.itertuples():
         for ep, acc, sec in zip(r.hist_epoch, r.hist_val_acc, r.hist_work_seconds):
-            pts.append({"panel": labels[(r.hardware, r.setting)], "line": line_label(r.method, r.variant, r.drop),
+            pts.append({"panel": labels[(r.hardware, r.setting)], "method, drop": line_label(r.method, r.variant, r.drop),
                         "epoch": ep, "val_acc": 100 * acc, "work_seconds": sec})
     if pts:
-        agg = pd.DataFrame(pts).groupby(["panel", "line", "epoch"], as_index=False)[["val_acc", "work_seconds"]].mean()
-        g = sns.relplot(data=agg, x="work_seconds", y="val_acc", hue="line", hue_order=sorted(agg["line"].unique()),
+        agg = pd.DataFrame(pts).groupby(["panel", "method, drop", "epoch"], as_index=False)[["val_acc", "work_seconds"]].mean()
+        g = sns.relplot(data=agg, x="work_seconds", y="val_acc", hue="method, drop", hue_order=sorted(agg["method, drop"].unique()),
                         col="panel", col_order=panels, col_wrap=wrap, kind="line", marker="o", estimator=None,
                         sort=True, height=3.6, aspect=1.3, facet_kws={"sharex": False, "sharey": False})
         for (hw, setting), name in labels.items():
@@ -469,10 +471,10 @@ def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
 
     # e2e speedup vs drop ratio
     sp = s.assign(panel=[labels[(h, st)] for h, st in zip(s["hardware"], s["setting"])],
-                  line=[m + (f" ({v})" if v else "") for m, v in zip(s["method"], s["variant"])])
+                  method=[m + (f" ({v})" if v else "") for m, v in zip(s["method"], s["variant"])])
     sp = sp[~sp["e2e_speedup"].isna()]
     if len(sp):
-        g = sns.relplot(data=sp, x="drop", y="e2e_speedup", hue="line", hue_order=sorted(sp["line"].unique()),
+        g = sns.relplot(data=sp, x="drop", y="e2e_speedup", hue="method", hue_order=sorted(sp["method"].unique()),
                         col="panel", col_order=sorted(sp["panel"].unique()), col_wrap=min(3, sp["panel"].nunique()),
                         kind="line", marker="o", estimator=None, sort=True, height=3.6, aspect=1.3,
                         facet_kws={"sharex": False, "sharey": False})
@@ -508,10 +510,10 @@ def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         handles, names = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, names, title="stage", loc="center right")
-        fig.tight_layout(rect=(0, 0, 0.88, 1))
+        fig.tight_layout()
+        fig.legend(handles[::-1], names[::-1], title="stage", loc="center left", bbox_to_anchor=(1.0, 0.5))
         p = out / "stage_breakdown.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(p)
     return written

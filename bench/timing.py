@@ -12,13 +12,14 @@ import time
 import torch
 
 STAGES = ("data", "selection", "forward", "backward", "optimizer", "bookkeeping", "search", "evaluation")
-NOT_TRAIN = ("search", "evaluation")  # train time excludes these; end-to-end includes all
+NOT_TRAIN = ("search", "evaluation")  # train time excludes these; end-to-end includes them
+HARNESS = "harness"  # checkpoints and logging: the harness's own cost, in neither time
 
 
 class StageTimer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.totals = dict.fromkeys(STAGES + ("other",), 0.0)
+        self.totals = dict.fromkeys(STAGES + ("other", HARNESS), 0.0)
         self.current = "other"
         self._locked = 0
         self._pending: list[tuple[str, object]] = []  # (stage of the interval ending here, mark)
@@ -76,17 +77,23 @@ class StageTimer:
         self._last = prev
         self._pending.clear()
 
+    def start(self, totals: dict | None = None) -> None:
+        """Start the clock now, from zero or from saved totals (a resumed run): setup and
+        untimed warm-up steps before this call are not counted."""
+        self.flush()
+        self.totals = dict.fromkeys(self.totals, 0.0)
+        self.totals.update(totals or {})
+        self.current = "other"
+        self._last = self._now()
+
     def train_seconds(self) -> float:
         self.flush()
-        return sum(v for k, v in self.totals.items() if k not in NOT_TRAIN)
+        return sum(v for k, v in self.totals.items() if k not in NOT_TRAIN and k != HARNESS)
 
     def total_seconds(self) -> float:
         self.flush()
-        return sum(self.totals.values())
+        return sum(v for k, v in self.totals.items() if k != HARNESS)
 
     def state_dict(self) -> dict:
         self.flush()
         return dict(self.totals)
-
-    def load_state_dict(self, totals: dict) -> None:
-        self.totals.update(totals)

