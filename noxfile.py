@@ -7,6 +7,7 @@ pyproject.toml changes); no virtual environment per session or per cell.
     nox -s compare -- METHOD [SUITE]   run one method's cells and show its rows beside the others
     nox -s fetch                  fetch the offline datasets and weights into .cache/
     nox -s regress [-- --update]  CPU speed/accuracy regression guard against results/regress/baseline.json
+    nox -s microbench [-- ARGS]   per-step selection overhead micro-benchmarks against results/benchmarks/
 """
 import hashlib
 import os
@@ -84,6 +85,16 @@ def regress(session):
     """CPU regression guard: realized work, speedup and accuracy against the committed baseline."""
     _bench(session, "fetch")
     _bench(session, "regress", *session.posargs)
+
+
+@nox.session
+def microbench(session):
+    """Selection-overhead micro-benchmarks (benchmarks/) compared with results/benchmarks/.
+    `nox -s microbench -- --benchmark-save=baseline` saves a new baseline instead."""
+    _bench(session, "fetch")
+    args = session.posargs or ["--benchmark-compare", "--benchmark-compare-fail=min:50%"]
+    session.run(_env(session), "-m", "pytest", "benchmarks/", "--benchmark-storage=file://results/benchmarks",
+                *args, external=True, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session

@@ -284,6 +284,9 @@ class HarnessContext(Context):
         self.counts.search_backwards += counts.backwards
         return acc
 
+    def search(self):
+        return self.trainer.timer.exclusive("search")
+
     def log_artifact(self, name: str, obj) -> None:
         if self._artifact_sink:
             self._artifact_sink(name, obj)

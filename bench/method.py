@@ -76,6 +76,10 @@ class Context:
         weights, and return its validation accuracy. Timed and counted as search."""
         raise NotImplementedError
 
+    def search(self):
+        """Context manager: work inside is charged to search (end-to-end, not train time)."""
+        raise NotImplementedError
+
     def log_artifact(self, name: str, obj: Any) -> None:
         """Save a JSON-able object with the run (e.g. a learned sampler)."""
         raise NotImplementedError

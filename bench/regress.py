@@ -27,8 +27,8 @@ Per method three checks (tolerances live in the baseline file, "tolerances"):
   measured in this run. A ratio, so a faster or slower machine cancels out. Fails
   when it falls more than `speedup.rel_drop` (30%) below the baseline's. On tiny
   CPU cells it mostly reflects the method's own overhead (selection, scoring,
-  search): an injected slowdown there shows. Uniform is run `REFERENCE_RUNS`
-  times, spread evenly through the run (first and last cell), after one
+  search): an injected slowdown there shows. Uniform is run `REFERENCE_RUNS` (3)
+  times, spread evenly through the run (first, middle and last cell), after one
   untimed warm-up cell, and their mean is the reference, so slow drift in machine
   load cancels. A method failing this check is re-measured once (with fresh
   uniform runs around it) and keeps its better speedup: a real regression fails
@@ -62,7 +62,7 @@ from bench.paths import results_dir
 from bench.suite import REFERENCE, Suite, load_suite
 
 THREADS = 1  # torch intra-op threads while measuring (restored after); see the module docstring
-REFERENCE_RUNS = 2  # uniform runs per measurement, spread evenly (first and last cell); their mean is the reference
+REFERENCE_RUNS = 3  # uniform runs per measurement, spread evenly (first, middle, last cell); their mean is the reference
 RETRIES = 1  # re-measurements of a method whose speedup check failed; the best speedup counts
 METRICS = ("backward_fraction", "speedup", "acc_delta_points")
 
@@ -139,7 +139,8 @@ def _run(cfg: CellConfig, store: Path, log, repeatable: bool = False) -> dict[st
 
 
 def _spread(n_refs: int, items: list) -> list:
-    """Interleave `n_refs` reference slots (None) evenly with `items`: first and last for 2."""
+    """Interleave `n_refs` reference slots (None) evenly with `items`: first and last for 2,
+    first, middle and last for 3."""
     if n_refs <= 1:
         return [None, *items]
     out, per = [], len(items) / (n_refs - 1)
@@ -162,11 +163,17 @@ def _run_round(cells: list[CellConfig], refs: list[CellConfig], tmp: Path, n_ref
         log(f"  warm-up: {w.model}/{w.dataset}/{w.method} (1 epoch, 200 images, not measured)")
         _run(w, tmp, log)
     order = _spread(n_refs, cells)
-    for i, cfg in enumerate(order):
+    for cfg in order:
         if cfg is None:
             for r in refs:
                 t0 = time.perf_counter()
-                m = _run(r, tmp, log, repeatable=True)
+                try:
+                    m = _run(r, tmp, log, repeatable=True)
+                except BenchError:
+                    raise
+                except Exception as e:  # without the reference nothing can be compared
+                    raise BenchError(f"regress: the {r.method} reference cell failed ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0] if str(e) else ''}); no speedup can be measured") from e
                 ref_runs[r.config_key()].append(m)
                 log(f"  {r.method:20s} e2e {m['e2e_seconds']:7.2f} s  test acc {m['final_test_acc']:.4f}  "
                     f"(reference {len(ref_runs[r.config_key()])}/{n_refs}, {time.perf_counter() - t0:.0f} s wall)")
@@ -201,6 +208,7 @@ def _row(m: dict, ref: list[dict]) -> dict[str, float]:
 def measure(suite: Suite, log: Callable[..., None] = print, reference_runs: int = REFERENCE_RUNS,
             retry_below: Callable[[str, float], bool] | None = None, workdir: str | Path | None = None,
             threads: int = THREADS) -> dict:
+    """Train every cell of `suite` fresh with `threads` torch threads (see `_measure`)."""
     import torch
 
     before = torch.get_num_threads()
@@ -409,7 +417,7 @@ def make_baseline(now: dict, tolerances: dict | None = None) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "git_commit": git_commit(),
         "hardware": now["hardware"],
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "torch": now["torch"],
         "python": platform.python_version(),
         "measurement_wall_seconds": round(now["wall_seconds"], 1),
@@ -417,6 +425,16 @@ def make_baseline(now: dict, tolerances: dict | None = None) -> dict:
         "reference": now["reference"],
         "methods": now["methods"],
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)"
 
 
 def write_baseline(path: Path, baseline: dict) -> None:

@@ -47,7 +47,10 @@ def experiment_id() -> str:
     mlflow = _mlflow()
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        return mlflow.create_experiment(EXPERIMENT)
+        uri = tracking_uri()
+        # artifacts beside a SQLite store, not in whatever folder the process started in
+        where = Path(uri[len("sqlite:///"):]).parent / "mlartifacts" if uri.startswith("sqlite:///") else None
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=where.as_uri() if where else None)
     return exp.experiment_id
 
 

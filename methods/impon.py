@@ -1,7 +1,9 @@
 """IMPON: a linear model predicts each sample's loss from a cheap context; train on the highest.
 
-Paper: IMPON, "importance sampling with an online linear model" (seed 004; no
-arXiv id in the seed; harness spec in METHODS.md, section IMPON).
+Paper: IMPON (seed 004: "we propose a new sampling strategy called IMPON, which
+computes importance scores based on an auxiliary linear model that regresses the
+loss of the original deep model"). The seed gives neither the title nor an arXiv
+id, and we did not find them; harness spec in METHODS.md, section IMPON.
 
 Steps (each optimizer step)
 1. Draw a bank of `bank_size` (default 200) distinct random training indices
@@ -18,7 +20,7 @@ Steps (each optimizer step)
    IMPONwLowScores ablation) form the batch.
 4. The engine trains on them; `observe` regresses the linear model on their
    observed training losses: one SGD step (lr `lr` = 1e-6, as in the paper) on
-   the mean squared error.
+   the squared error (averaged over the b samples: our choice).
 5. The linear model is reset at the start of every epoch.
 
 Our choices (left open by the paper)
@@ -43,7 +45,8 @@ Our choices (left open by the paper)
   model has predictions far below the mean loss for the whole epoch at lr 1e-6,
   so its weight step is ~ mean loss x the mean context of the batch just
   selected, which feeds the selection back into itself instead of learning which
-  contexts have high loss. Centring has the same least-squares fixed point.
+  contexts have high loss. Centring converges to the within-batch least-squares
+  slope; `center=False` is the plain SGD of the paper's wording.
 - Reset = zero weights and bias: the first step of an epoch is a uniform random
   batch (ties are broken by the bank's random order).
 - Input features of a sample are cached on first use (they are fixed).
@@ -61,8 +64,8 @@ class LinearLossModel:
     """Online linear regression of per-sample loss on a context vector: SGD on mean squared error.
 
     With `center`, the weight step uses batch-centred context rows and errors (the bias alone takes the
-    mean error): the same least-squares fixed point, but while the slowly learning bias still lags the
-    mean loss, that lag is not pushed into the weights along the mean of the (already selected) rows."""
+    mean error): while the slowly learning bias still lags the mean loss, that lag is not pushed into
+    the weights along the mean of the (already selected) rows."""
 
     def __init__(self, dim: int, lr: float, device, center: bool = True):
         self.lr = float(lr)

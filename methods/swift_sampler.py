@@ -239,7 +239,8 @@ class SwiftSampler(Method):
         if combine not in ("product", "mean"):
             raise ValueError(f"combine must be 'product' or 'mean', got {combine!r}")
         if sampler_path is not None and not Path(sampler_path).is_file():
-            raise ValueError(f"sampler_path {sampler_path} is not a file (give a swift_sampler.json from an earlier run)")
+            raise ValueError(f"sampler_path {sampler_path} is not a file "
+                             "(give the swift_sampler.json artifact of an earlier run)")
         self.warmup_epochs = int(warmup_epochs)
         self.bo_steps = int(bo_steps)
         self.init_random = int(init_random)
@@ -270,7 +271,8 @@ class SwiftSampler(Method):
 
     def start_epoch(self, epoch: int) -> None:
         if epoch == self.warmup_epochs and self._active() and self.probs is None:
-            self.learn()
+            with self.ctx.search():  # scoring, GP fits and trials: all search cost
+                self.learn()
 
     # -- the search
 
