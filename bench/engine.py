@@ -8,7 +8,6 @@ device as uint8 and are cropped and flipped there (airbench style).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -295,6 +294,3 @@ class HarnessContext(Context):
 def planned_steps(method: Method, epochs: int, start: int = 0) -> int:
     return sum(method.steps_in_epoch(e) for e in range(start, epochs))
 
-
-def ideal_speedup(backward_fraction: float) -> float:
-    return math.inf if backward_fraction <= 0 else 1.0 / backward_fraction

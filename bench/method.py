@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -186,5 +186,3 @@ def register(cls: type[Method]) -> type[Method]:
 
     return METHODS.register(cls.name)(cls)
 
-
-Factory = Callable[..., Method]

@@ -431,6 +431,16 @@ def _header(suite, runs: pd.DataFrame, s: pd.DataFrame) -> str:
 # -- plots
 
 
+
+def _save_grid(g, xlabel: str, ylabel: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    g.set_axis_labels(xlabel, ylabel)
+    g.set_titles("{col_name}")
+    g.savefig(path, dpi=110)
+    plt.close(g.figure)
+    return path
+
 def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
 
@@ -462,12 +472,7 @@ def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
             tgt = s.loc[(s["hardware"] == hw) & (s["setting"] == setting), "target_val_acc"]
             if len(tgt) and not _nan(tgt.iloc[0]):
                 g.axes_dict[name].axhline(100 * tgt.iloc[0], ls="--", color="grey", lw=1)
-        g.set_axis_labels("work seconds (train + search)", "validation accuracy (%)")
-        g.set_titles("{col_name}")
-        p = out / "accuracy_vs_time.png"
-        g.savefig(p, dpi=110)
-        plt.close(g.figure)
-        written.append(p)
+        written.append(_save_grid(g, "work seconds (train + search)", "validation accuracy (%)", out / "accuracy_vs_time.png"))
 
     # e2e speedup vs drop ratio
     sp = s.assign(panel=[labels[(h, st)] for h, st in zip(s["hardware"], s["setting"])],
@@ -480,12 +485,7 @@ def _plots(runs: pd.DataFrame, s: pd.DataFrame, out: Path) -> list[Path]:
                         facet_kws={"sharex": False, "sharey": False})
         for ax in g.axes.flat:
             ax.axhline(1.0, ls="--", color="grey", lw=1)
-        g.set_axis_labels("drop ratio", "end-to-end speedup vs uniform (x)")
-        g.set_titles("{col_name}")
-        p = out / "speedup_vs_drop.png"
-        g.savefig(p, dpi=110)
-        plt.close(g.figure)
-        written.append(p)
+        written.append(_save_grid(g, "drop ratio", "end-to-end speedup vs uniform (x)", out / "speedup_vs_drop.png"))
 
     # stage-time breakdown, mean over seeds
     stage_cols = [f"stage_{st}_seconds" for st in STAGE_ORDER if f"stage_{st}_seconds" in runs.columns]

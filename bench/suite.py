@@ -19,7 +19,6 @@ Every block expands to models x datasets x methods x drops x seeds.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +210,3 @@ def validate(suite: Suite) -> None:
 def list_suites() -> list[str]:
     return sorted(p.stem for p in (results_dir() / "suites").glob("*.yaml"))
 
-
-def with_defaults(suite: Suite, **changes) -> Suite:
-    return dataclasses.replace(suite, **changes)

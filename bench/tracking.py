@@ -59,10 +59,7 @@ def runs_for(key: str) -> list:
 
 
 def finished_run(key: str):
-    for run in runs_for(key):
-        if run.info.status == "FINISHED" and run.data.tags.get("cell_status") == "finished":
-            return run
-    return None
+    return finished_runs([key]).get(key)
 
 
 def finished_runs(keys: list[str]) -> dict[str, Any]:
