@@ -83,7 +83,7 @@ class ProbHistoryMethod(Method):
     def epoch_size(self, epoch: int) -> int:
         if not self.sampled(epoch):
             return self.ctx.n_train
-        return max(1, round(self.keep * self.ctx.n_train))
+        return self.keep_count
 
     def epoch_indices(self, epoch: int) -> Batch:
         g, n = self.ctx.generator, self.ctx.n_train

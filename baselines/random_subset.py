@@ -14,7 +14,7 @@ class RandomSubset(Method):
     name = "random_subset"
 
     def epoch_size(self, epoch: int) -> int:
-        return round(self.keep * self.ctx.n_train)
+        return self.keep_count
 
     def epoch_indices(self, epoch: int) -> Batch:
         perm = torch.randperm(self.ctx.n_train, generator=self.ctx.generator)

@@ -84,7 +84,7 @@ class UBImportance(Method):
     # -- planning
 
     def epoch_size(self, epoch: int) -> int:
-        return max(1, round(self.keep * self.ctx.n_train))
+        return self.keep_count
 
     @property
     def active(self) -> bool:

@@ -37,7 +37,7 @@ class CellResult:
     def summary(self, cfg: CellConfig) -> str:
         m = self.metrics
         return (
-            f"{self.status}: {cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed}  "
+            f"{self.status}: {cfg.label}  "
             f"test_acc={m.get('final_test_acc', float('nan')):.4f}  train={m.get('train_seconds', 0):.1f}s  "
             f"e2e={m.get('e2e_seconds', 0):.1f}s  backward_fraction={m.get('backward_fraction', 0):.3f}  run={self.run_id}"
         )

@@ -100,7 +100,7 @@ def _finish_suite(suite, outcome, highlight=None) -> int:
     if outcome.failed:
         print(f"{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
         for cfg, err in outcome.failed:
-            print(f"  {cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed}: {err}", file=sys.stderr)
+            print(f"  {cfg.label}: {err}", file=sys.stderr)
         return 1
     return 0
 
@@ -112,7 +112,7 @@ def cmd_suite(a) -> int:
     suite = load_suite(a.suite)
     if a.dry_run:
         for cfg in suite.cells():
-            print(f"{cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed} epochs={cfg.epochs}")
+            print(f"{cfg.label} epochs={cfg.epochs}")
         return 0
     return _finish_suite(suite, run_suite(suite))
 

@@ -60,6 +60,11 @@ class CellConfig:
         if not isinstance(self.params, dict):
             bad(f"method parameters must be a mapping, got {type(self.params).__name__}", "write them as key: value")
 
+    @property
+    def label(self) -> str:
+        """How a cell is named in logs and tables."""
+        return f"{self.model}/{self.dataset}/{self.method} drop={self.drop:g} seed={self.seed}"
+
     def check_names(self) -> None:
         """Unknown model, dataset or method: one line listing the known ones."""
         from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_models

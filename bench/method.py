@@ -120,6 +120,11 @@ class Method:
         sig = inspect.signature(cls.__init__)
         return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "drop")}
 
+    @property
+    def keep_count(self) -> int:
+        """Samples an epoch keeps at this drop ratio (at least one)."""
+        return max(1, round(self.keep * self.ctx.n_train))
+
     # -- setup and planning
 
     def setup(self, ctx: Context) -> None:

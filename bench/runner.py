@@ -22,10 +22,6 @@ class SuiteOutcome:
     failed: list[tuple[CellConfig, str]] = field(default_factory=list)
 
 
-def _label(cfg: CellConfig) -> str:
-    return f"{cfg.model}/{cfg.dataset}/{cfg.method} drop={cfg.drop} seed={cfg.seed}"
-
-
 def _eta(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -48,13 +44,13 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> 
         left = ""
         if out.ran:
             left = f", ~{_eta(spent / out.ran * (len(todo) - i + 1))} left"
-        log(f"[{i}/{len(todo)}{left}] {_label(cfg)}")
+        log(f"[{i}/{len(todo)}{left}] {cfg.label}")
         t0 = time.perf_counter()
         try:
             res = run_cell(cfg, tags={"suite": suite.name}, log=log)
             log("  " + res.summary(cfg))
         except KeyboardInterrupt:
-            log(f"interrupted during {_label(cfg)}: finished epochs are checkpointed; run again to resume")
+            log(f"interrupted during {cfg.label}: finished epochs are checkpointed; run again to resume")
             raise
         except BenchError as e:
             out.failed.append((cfg, str(e)))

@@ -155,7 +155,7 @@ class _SamplerTrial(Method):
         self.probs = probs
 
     def epoch_size(self, epoch: int) -> int:
-        return max(1, round(self.keep * self.ctx.n_train))
+        return self.keep_count
 
     def epoch_indices(self, epoch: int) -> Batch:
         return Batch(draw(self.probs, self.epoch_size(epoch), self.drop == 0, self.ctx.generator))
@@ -259,7 +259,7 @@ class SwiftSampler(Method):
         return self.ctx.epochs > self.warmup_epochs
 
     def kept(self) -> int:
-        return max(1, round(self.keep * self.ctx.n_train))
+        return self.keep_count
 
     def epoch_size(self, epoch: int) -> int:
         return self.kept() if self._active() and epoch >= self.warmup_epochs else self.ctx.n_train

@@ -100,7 +100,7 @@ class SwiftLearn(Method):
     # -- planning
 
     def kept(self) -> int:
-        return max(1, round(self.keep * self.ctx.n_train))
+        return self.keep_count
 
     def _selective(self, epoch: int) -> bool:
         return epoch >= self.warmup_epochs and self.ctx.epochs > self.warmup_epochs
