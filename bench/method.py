@@ -95,6 +95,7 @@ class Method:
     name = "base"
     faithful = True  # False, with `caveat`, for a method not implemented as its paper says
     caveat = ""
+    uses_drop = True  # False: the method has no drop knob; suites run it at drop 0 only, and runs refuse drop > 0
 
     def __init__(self, drop: float = 0.0):
         self.drop = float(drop)
@@ -124,6 +125,19 @@ class Method:
     def keep_count(self) -> int:
         """Samples an epoch keeps at this drop ratio (at least one)."""
         return max(1, round(self.keep * self.ctx.n_train))
+
+    # -- can it act in this cell?
+
+    def refuse(self, epochs: int) -> str | None:
+        """Why this method would be uniform training (or ignore its drop) in a cell of
+        `epochs` epochs, as one line naming the fix; None when it acts. Checked when a
+        suite loads and before a run opens, so a no-op cell is never recorded."""
+        return None
+
+    def active_share(self) -> float | None:
+        """Share of steps (or epochs) in which a mechanism that can stay off at run time
+        was on; None when the method always acts. Logged with the run; 0 is labelled."""
+        return None
 
     # -- setup and planning
 
