@@ -7,9 +7,12 @@ extra pass). The history is kept as running sums (count, sum p, sum p^2) over ev
 visit since the start of training, which gives the history mean and variance exactly.
 
 Each epoch after `warmup_epochs` uniform full epochs, round(keep * N) samples are drawn
-without replacement with probability proportional to score_i + epsilon, and visited in
-a random order. Subclasses define the score. A sample with no history yet (possible only
-with warmup_epochs=0) is given the chance-level prior p = 1 / num_classes.
+with replacement (default, as the paper draws every mini-batch by these probabilities)
+with probability proportional to score_i + epsilon, and visited in that (random)
+order. So at drop 0 an epoch is still N draws by the scores, not a permutation: the
+methods reweight the epoch, as in the paper. Subclasses define the score. A sample
+with no history yet (possible only with warmup_epochs=0) is given the chance-level
+prior p = 1 / num_classes. A cell with no epoch after the warm-up is refused.
 
 Smoothing: the paper adds a smoothness constant epsilon to every score. Its value is not
 given in the material we have, and the scores of the variants live on different scales
@@ -20,10 +23,11 @@ weighting variant, whose exact use we could not check). With
 `epsilon=0` the draw follows the scores alone (a tiny floor keeps every probability
 positive so a draw without replacement is always possible).
 
-Where we differ from the paper: the paper draws each mini-batch with these
-probabilities for a full-length epoch of SGD; here an epoch visits round(keep * N)
-distinct samples (the drop ratio sets the saving) and the weights stay 1 (Active Bias'
-sampling variants do not reweight). `replacement=True` draws with replacement instead.
+Where we differ from the paper: the paper runs full-length epochs of SGD on these
+draws; here an epoch draws round(keep * N) samples (the drop ratio sets the saving;
+at drop 0 it is the paper's N) and the weights stay 1 (Active Bias' sampling variants
+do not reweight the loss). `replacement=False` draws round(keep * N) distinct samples
+instead (not allowed at drop 0, where it would be a permutation: uniform training).
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ class ProbHistoryMethod(Method):
 
     name = "_prob_history"
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = False):
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = True):
         super().__init__(drop)
         if int(warmup_epochs) < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
@@ -46,6 +50,15 @@ class ProbHistoryMethod(Method):
         self.warmup_epochs = int(warmup_epochs)
         self.epsilon = float(epsilon)
         self.replacement = bool(replacement)
+
+    def refuse(self, epochs: int) -> str | None:
+        if epochs <= self.warmup_epochs:
+            return (f"{self.name} needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
+                    "raise epochs or lower warmup_epochs")
+        if self.drop == 0 and not self.replacement:
+            return (f"{self.name} at drop 0 without replacement draws all N samples (a permutation: uniform training); "
+                    "use replacement=True")
+        return None
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -91,7 +104,9 @@ class ProbHistoryMethod(Method):
             return Batch(torch.randperm(n, generator=g))
         k = self.epoch_size(epoch)
         drawn = torch.multinomial(self.probabilities(), k, replacement=self.replacement, generator=g)
-        return Batch(drawn[torch.randperm(k, generator=g)])  # draw order is biased to high p: shuffle
+        if not self.replacement:  # a draw without replacement comes out biased to high p first: shuffle
+            drawn = drawn[torch.randperm(k, generator=g)]
+        return Batch(drawn)
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         idx = batch.indices.to(self.count.device, non_blocking=True)

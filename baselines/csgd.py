@@ -26,7 +26,7 @@ UNCERTAINTIES = ("closeness", "variance")
 class CSGD(ProbHistoryMethod):
     name = "csgd"
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = False,
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = True,
                  uncertainty: str = "closeness"):
         super().__init__(drop, warmup_epochs=warmup_epochs, epsilon=epsilon, replacement=replacement)
         if uncertainty not in UNCERTAINTIES:

@@ -33,6 +33,12 @@ Where we differ:
 - `prune_ratio` defaults to the cell's drop ratio. Note that the realized drop is
   smaller than the prune ratio: only below-mean samples are pruned, and only in the
   first (1 - anneal) of the epochs.
+
+When it acts: epoch 0 has no losses yet and the last `anneal` of the epochs use all
+data, so pruning needs an epoch e >= 1 with e + 1 <= (1 - anneal) * E, i.e. E >= 3 at
+the default anneal; a cell with fewer epochs (or prune ratio 0) is refused.
+`active_share()` is the share of epochs that pruned at least one sample (0 when the
+loss distribution never put a sample below the mean).
 """
 from __future__ import annotations
 
@@ -64,8 +70,22 @@ class InfoBatch(Method):
         self.anneal = float(anneal)
         self.plan_below_mean = float(plan_below_mean)
 
+    def refuse(self, epochs: int) -> str | None:
+        if self.keep_ratio >= 1.0:
+            return "infobatch with prune ratio 0 prunes nothing (uniform training); give it a drop ratio > 0"
+        if not any(e + 1 <= (1.0 - self.anneal) * epochs + 1e-9 for e in range(1, epochs)):
+            fix = f"it needs epochs >= {math.ceil(2 / (1 - self.anneal) - 1e-9)}" if self.anneal < 1 else "lower anneal"
+            return (f"infobatch prunes only in epochs e >= 1 with e + 1 <= (1 - anneal) * epochs (anneal {self.anneal}), "
+                    f"none of this cell's {epochs}: {fix}")
+        return None
+
+    def active_share(self) -> float | None:
+        return self.pruned_epochs / self.epochs_seen if self.epochs_seen else 0.0
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
+        self.pruned_epochs = 0  # epochs that pruned at least one sample
+        self.epochs_seen = 0
         self.scores = torch.full((ctx.n_train,), INITIAL_SCORE, dtype=torch.float32, device=ctx.device)
         self.last_size: int | None = None  # realized size of the latest epoch (for inspection)
 
@@ -101,6 +121,8 @@ class InfoBatch(Method):
             visit = torch.arange(n)
         order = visit[torch.randperm(len(visit), generator=g)]
         self.last_size = len(order)
+        self.epochs_seen += 1
+        self.pruned_epochs += int(len(order) < n)
         w = weights[order]
         return Batch(order, None if bool((w == 1).all()) else w)
 

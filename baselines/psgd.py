@@ -5,7 +5,11 @@ arXiv 1704.07433; named p-SGD in the IMPON paper, seed 004).
 Score of sample i: 1 - mean p_i, the mean over its history of the predicted probability
 of its training label (from the training forwards), plus the smoothness constant: low-p
 (hard) samples are drawn more often. Each epoch after the uniform warm-up draws
-round(keep * N) samples without replacement by these probabilities.
+round(keep * N) samples with replacement by these probabilities.
+
+Our reading: the seed's p-SGD formula is garbled; we read it as Active Bias's
+"difficulty" sampling, 1 - p + epsilon (METHODS.md), and the value of epsilon is a
+guess too (see baselines/_prob_history.py). Hence `faithful = False`.
 
 The sampling, warm-up, smoothing and where we differ from the paper are in
 baselines/_prob_history.py (shared with c-SGD).
@@ -19,8 +23,11 @@ from bench.method import register
 @register
 class PSGD(ProbHistoryMethod):
     name = "psgd"
+    faithful = False
+    caveat = ("score 1 - mean p(label) + epsilon is our reading of the seed's garbled p-SGD formula "
+              "(Active Bias's difficulty sampling); epsilon 0.2 (relative) is a guess")
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = False):
+    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = True):
         super().__init__(drop, warmup_epochs=warmup_epochs, epsilon=epsilon, replacement=replacement)
 
     def score(self, count: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:

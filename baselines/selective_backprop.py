@@ -1,40 +1,55 @@
 """Selective Backprop (Jiang et al. 2019, "Accelerating Deep Learning by Focusing on the
 Biggest Losers", arXiv 1910.00762).
 
-Candidates are taken from the epoch's shuffled order in chunks of the batch size. Each
-chunk is scored by a no-grad, evaluation-mode forward pass (`ctx.score`, counted as
-selection forwards). The chunk's losses are appended to a history of the most recent
-`history` losses (1024), and each candidate is kept with probability
-percentile(loss among the history) ** beta, where the percentile is the share of the
-history strictly below the loss. Kept samples queue up and are trained in batches of
-exactly `batch_size`; the part left at the end of the epoch is trained as one smaller
-batch, so every kept sample gets its backward pass in the epoch it was chosen.
+Steps (each selective epoch)
+1. Candidates are taken from the epoch's shuffled order in chunks of the batch size.
+2. Each chunk is scored by a no-grad, evaluation-mode forward pass (`ctx.score`,
+   counted as selection forwards).
+3. The chunk's losses are appended to a history of the most recent `history` losses
+   (1024); each candidate is kept with probability percentile(loss among the
+   history) ** beta, the percentile being the share of the history strictly below.
+4. Kept samples queue up and are trained in batches of exactly `batch_size`; the part
+   left at the end of the epoch is trained as one smaller batch, so every kept sample
+   gets its backward pass in the epoch it was chosen.
 
 As the reference code (angelajiang/SelectiveBackprop: `lib/calculators.py`
-BatchedRelativeProbabilityCalculator, `lib/hist.py`, `lib/trainer.py`):
+BatchedRelativeProbabilityCalculator, `lib/hist.py` UnboundedHistogram,
+`lib/trainer.py` MemoizedTrainer, `lib/forwardproppers.py`, `lib/fp_selectors.py`):
 - history of the last 1024 losses, updated with the chunk before its probabilities
   are computed; percentile = share of the history strictly below; sampling_min 0;
 - the first epoch trains on all data without selection (the reference "primes" with
   one epoch's worth of images); `warmup_epochs` sets this (default 1);
 - fixed-size backward batches, tail flushed at the end of the epoch;
-- `stale` (the reference's optional "stale" forward selector, whose staleness
-  defaults to 2; default 0 here = off, every candidate forwarded): a candidate whose loss was measured less than `stale` epochs ago
-  reuses it instead of being forwarded again. We also count the training forward of a
-  sample as a measurement (its training loss, in train mode and augmented), where the
-  reference only memoizes the selection forward's loss.
+- beta (the reference's `prob_pow`) defaults to 3 there.
 
 beta and the drop ratio. For a loss whose percentile is uniform on [0, 1], the kept
-share is E[U ** beta] = 1 / (beta + 1). With `beta=None` (default) we derive beta from
-the cell's drop ratio so that the expected kept share is keep = 1 - drop:
-beta = 1 / keep - 1 = drop / keep (drop 0.5 -> beta 1, the paper's default; drop 0.75
--> beta 3). An explicit `beta` overrides the drop ratio, and the kept share is then
-1 / (beta + 1). With beta 0 (drop 0) every sample is kept and no scoring is done.
+share is E[U ** beta] = 1 / (beta + 1). With `beta=None` (default) and drop > 0, beta
+is derived from the cell's drop ratio so that the expected kept share is
+keep = 1 - drop: beta = drop / keep (drop 0.5 -> beta 1, the paper's default; drop 0.75
+-> beta 3). At drop 0, as in the paper, the method still selects: beta is then the
+reference's default 3 (kept share about 1/4), not derived from the drop ratio. An
+explicit `beta` overrides both, and the kept share is then 1 / (beta + 1). beta 0
+keeps every sample (uniform training plus scoring passes): such a cell is refused.
+
+The loss cache (`stale`). The reference's "stale" forward selector (off by default:
+`fp_selector_type="alwayson"`; staleness 2 when on) memoizes, per sample, the loss of
+its last selection forward (CutoutForwardpropper writes `metadata["loss"]` and resets
+`epochs_since_update` only for forward-selected samples); a sample seen again before
+`staleness` visits reuses that loss. Note that the reference's forward pass still runs
+on the whole chunk (it rebuilds the input tensor from every example), so there the
+cache changes which loss is used but saves no compute. Here `stale` (default 0 = off)
+skips the forward for a candidate whose loss is less than `stale` epochs old, so it
+does save selection forwards (fewer are counted), and we also record the training
+forward of a sample (its training loss, in train mode and augmented) as a
+measurement, where the reference records only selection-forward losses.
 
 Where we differ: the selection forward is the harness's counted `ctx.score` in eval
-mode (as the reference's CutoutForwardpropper, which calls net.eval()); the LR schedule
-is stepped per optimizer step over the planned steps, estimated as
-ceil(N * kept share / batch size) per selective epoch; the realized number can differ
-slightly (the selection is random), which the harness logs.
+mode (as the reference's CutoutForwardpropper, which calls net.eval()); the reference
+also runs that selection forward during its priming epoch, we do not (the warm-up
+epoch trains on all data with no scoring pass); the LR schedule is stepped per
+optimizer step over the planned steps, estimated as ceil(N * kept share / batch size)
+per selective epoch; the realized number can differ slightly (the selection is
+random), which the harness logs.
 """
 from __future__ import annotations
 
@@ -45,6 +60,8 @@ import torch
 
 from bench.method import Batch, Method, chunks, num_batches, register
 
+REFERENCE_BETA = 3.0  # the reference's default prob_pow, used at drop 0
+
 
 @register
 class SelectiveBackprop(Method):
@@ -54,7 +71,7 @@ class SelectiveBackprop(Method):
                  warmup_epochs: int = 1, stale: int = 0):
         super().__init__(drop)
         if beta is None:
-            beta = self.drop / self.keep
+            beta = self.drop / self.keep if self.drop > 0 else REFERENCE_BETA
         if float(beta) < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if int(history) < 1:
@@ -65,6 +82,14 @@ class SelectiveBackprop(Method):
         self.history = int(history)
         self.warmup_epochs = int(warmup_epochs)
         self.stale = int(stale)
+
+    def refuse(self, epochs: int) -> str | None:
+        if self.beta == 0:
+            return "selective_backprop with beta 0 keeps every sample (uniform training); give beta > 0"
+        if epochs <= self.warmup_epochs:
+            return (f"selective_backprop needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
+                    "raise epochs or lower warmup_epochs")
+        return None
 
     @property
     def expected_keep(self) -> float:

@@ -20,6 +20,9 @@ tau_th = (B + 3b) / (3b) (2 for B = 3b; eq. 29 of the paper). While uniform, the
 is fed with the importances of the training batch itself (computed from the training
 forward's logits in `observe`: no extra pass); once importance sampling is on, with
 those of each presample. `tau_th=0` starts importance sampling at the first step.
+The switch can stay off for a whole run (short runs, flat losses): the run is then a
+random subset under another name. `active_share()` is the share of steps that were
+importance steps, logged with the run (0 is labelled in the table).
 
 The drop ratio (our choice; the paper keeps the number of steps and spends the saving as
 lower gradient variance): b is the cell's batch size, so every step has a normal batch,
@@ -80,6 +83,10 @@ class UBImportance(Method):
         self.vr = 0.0
         self.importance_steps = 0
         self.uniform_steps = 0
+
+    def active_share(self) -> float | None:
+        steps = self.importance_steps + self.uniform_steps
+        return self.importance_steps / steps if steps else 0.0
 
     # -- planning
 

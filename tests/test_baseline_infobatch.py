@@ -121,3 +121,22 @@ def test_bad_parameters_are_refused():
         METHODS.get("infobatch").build(0.5, {"prune_ratio": 1.0})
     with pytest.raises(BenchError):
         METHODS.get("infobatch").build(0.5, {"anneal": 2})
+
+
+def test_cells_where_it_cannot_prune_are_refused():
+    assert make(0.0).refuse(10) is not None  # prune ratio 0: nothing pruned
+    assert "epochs >= 3" in make(0.5).refuse(2)  # epoch 0 has no losses, epoch 1 anneals
+    assert make(0.5).refuse(3) is None
+
+
+def test_active_share_counts_the_epochs_that_pruned():
+    m = make(0.5, epochs=4)  # prunes in epochs 1 and 2 (e + 1 <= 3.5); epoch 0 and 3 are full
+    for e in range(4):
+        b = m.epoch_indices(e)
+        m.observe(b, torch.zeros(len(b), 10), skewed_losses(len(b), seed=e))
+    assert m.active_share() == pytest.approx(0.5)
+    flat = make(0.5, epochs=4)
+    for e in range(4):
+        b = flat.epoch_indices(e)
+        flat.observe(b, torch.zeros(len(b), 10), torch.ones(len(b)))  # all equal: nothing below the mean
+    assert flat.active_share() == 0.0

@@ -62,13 +62,44 @@ def test_warmup_epoch_is_uniform_and_full():
     assert m.epoch_size(1) == 1000 and m.epoch_size(2) == 500
 
 
-def test_draws_keep_n_distinct_samples():
+def test_draws_keep_n_samples_with_replacement_by_default():
     m = make(drop=0.7)
     feed(m, torch.rand(1000, generator=torch.Generator().manual_seed(3)))
     b = m.epoch_indices(1)
-    assert len(b) == round(0.3 * 1000) == m.epoch_size(1)
-    assert len(set(b.indices.tolist())) == len(b) and b.weights is None
+    assert len(b) == round(0.3 * 1000) == m.epoch_size(1) and b.weights is None
+    assert len(set(b.indices.tolist())) < len(b)  # 300 draws of 1000 by weight: repeats
     assert m.steps_in_epoch(1) == math.ceil(300 / 50)
+
+
+def test_without_replacement_draws_distinct_samples():
+    m = make(drop=0.7, replacement=False)
+    feed(m, torch.rand(1000, generator=torch.Generator().manual_seed(3)))
+    b = m.epoch_indices(1)
+    assert len(b) == 300 and len(set(b.indices.tolist())) == len(b)
+
+
+@pytest.mark.parametrize("name", ["psgd", "csgd"])
+def test_drop_zero_reweights_the_epoch_instead_of_a_permutation(name):
+    m = make(name, drop=0.0)
+    assert m.refuse(3) is None
+    feed(m, torch.where(torch.arange(1000) < 500, torch.tensor(0.1), torch.tensor(0.5)))
+    b = m.epoch_indices(1)
+    assert len(b) == 1000 and len(set(b.indices.tolist())) < 900  # not a permutation of all N
+    hard = float((b.indices < 500).float().mean())
+    assert hard > 0.55 if name == "psgd" else hard < 0.45  # psgd: 1 - p; csgd: p(1 - p) peaks at .5
+    assert make(name, drop=0.0, replacement=False).refuse(3) is not None
+
+
+@pytest.mark.parametrize("name", ["psgd", "csgd"])
+def test_a_cell_without_a_sampled_epoch_is_refused(name):
+    m = make(name, drop=0.5, warmup_epochs=2)
+    assert "epochs > warmup_epochs (2)" in m.refuse(2)
+    assert m.refuse(3) is None
+
+
+def test_psgd_says_its_score_is_our_reading():
+    cls = METHODS.get("psgd")
+    assert cls.faithful is False and "garbled" in cls.caveat
 
 
 def test_psgd_prefers_low_p_samples():

@@ -58,7 +58,8 @@ def test_kept_share_is_one_over_beta_plus_one_on_uniform_losses(drop, beta, expe
 def test_beta_from_drop_matches_the_paper_default():
     assert make(0.5)[0].beta == pytest.approx(1.0)
     assert make(0.75)[0].beta == pytest.approx(3.0)
-    assert make(0.0)[0].beta == 0.0
+    assert make(0.0)[0].beta == 3.0  # drop 0: the reference's default, not derived from the drop ratio
+    assert make(0.0, beta=2.0)[0].beta == 2.0
 
 
 def test_backward_batches_are_fixed_size_and_unique():
@@ -93,9 +94,17 @@ def test_warmup_epoch_trains_everything_without_scoring():
     assert ctx0.scored == ctx0.n_train
 
 
-def test_drop_zero_keeps_all_and_never_scores():
+def test_drop_zero_still_selects_with_the_reference_beta():
     m, ctx = make(0.0)
-    assert sum(len(b) for b in run_epoch(m, 2)) == ctx.n_train and ctx.scored == 0
+    assert m.refuse(3) is None
+    kept = sum(len(b) for b in run_epoch(m, 2))
+    assert kept / ctx.n_train == pytest.approx(0.25, abs=0.02) and ctx.scored == ctx.n_train
+
+
+def test_no_op_cells_are_refused():
+    assert "beta 0" in make(0.0, beta=0.0)[0].refuse(3)
+    assert "epochs > warmup_epochs (1)" in make(0.5)[0].refuse(1)
+    assert make(0.5)[0].refuse(2) is None
 
 
 def test_history_is_bounded_and_percentile_is_strict():

@@ -119,3 +119,13 @@ def test_variance_reduction_formula():
     g = torch.zeros(10)
     g[0] = 1
     assert variance_reduction(g) == pytest.approx(math.sqrt(10))
+
+
+def test_active_share_is_zero_when_the_switch_never_turns_on():
+    m = make(0.5, ctx=FakeCtx(uniform=True), tau_th=1e9)
+    for b in m.batches(0):
+        m.observe(b, m.ctx.logits[b.indices], m.ctx.losses[b.indices])
+    assert m.active_share() == 0.0 and m.uniform_steps > 0
+    on = make(0.5, tau_th=0)
+    list(on.batches(0))
+    assert on.active_share() == 1.0
