@@ -23,7 +23,17 @@ Steps (each optimizer step)
    the squared error (averaged over the b samples: our choice).
 5. The linear model is reset at the start of every epoch.
 
-Our choices (left open by the paper)
+Presets. `preset="paper"` is the paper's setting (METHODS.md): bank exactly
+`bank_size` (200), plain SGD on the linear model (`center=False`), lr 1e-6; the
+network's learning rate (1e-3 in the paper) is the harness's, so a suite using the
+preset must set `lr: 0.001` (the method cannot see or check it). Such a run is
+marked faithful, with that caveat. `preset="harness"` (default, ours) adds the
+deviations below (centring, a bank of at least 2 b) and is marked not faithful.
+A paper-preset cell whose batch is not smaller than the bank (the selection would be
+the whole bank: random sampling) fails at setup with one line naming the fix.
+IMPON has no drop knob (`uses_drop = False`): it runs at drop 0 only.
+
+Our choices (left open by the paper; the "harness" preset)
 - b = the harness batch size: IMPON spends no less per step, it changes which
   samples fill the step. An epoch is ceil(N / b) steps (the last takes the
   remainder), so it backpropagates exactly N samples like uniform; the drop ratio
@@ -57,7 +67,10 @@ from typing import Iterator
 
 import torch
 
+from bench.errors import BenchError
 from bench.method import Batch, Method, num_batches, register
+
+PRESETS = ("harness", "paper")
 
 
 class LinearLossModel:
@@ -111,10 +124,24 @@ def weight_norm(model: torch.nn.Module) -> torch.Tensor:
 @register
 class IMPON(Method):
     name = "impon"
+    uses_drop = False
+    # the default (harness) preset; an instance with preset="paper" sets its own faithful/caveat
+    faithful = False
+    caveat = ("harness preset: centred linear-model updates and a bank of at least 2x the batch (the paper: plain "
+              "SGD, bank 200) and the harness's network LR (the paper: 1e-3); use preset=paper and lr 0.001")
 
     def __init__(self, drop: float = 0.0, bank_size: int = 200, lr: float = 1e-6, variant: str = "highest",
-                 proj_dim: int = 64, center: bool = True):
+                 proj_dim: int = 64, center: bool | None = None, preset: str = "harness"):
         super().__init__(drop)
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        if preset == "paper" and (center or int(bank_size) != 200 or float(lr) != 1e-6):
+            raise ValueError("preset 'paper' fixes bank_size 200, lr 1e-6 and center false; drop those parameters")
+        self.preset = preset
+        center = (preset == "harness") if center is None else center
+        if preset == "paper":
+            self.faithful = True
+            self.caveat = "paper preset: faithful when the suite sets the network lr to 0.001 (the paper's)"
         if int(bank_size) < 1:
             raise ValueError(f"bank_size must be at least 1, got {bank_size}")
         if not float(lr) > 0:
@@ -129,13 +156,25 @@ class IMPON(Method):
         self.proj_dim = int(proj_dim)
         self.center = bool(center)
 
+    def refuse(self, epochs: int) -> str | None:
+        if self.drop > 0:
+            return f"impon has no drop ratio; run it at drop 0 (this cell asks for {self.drop})"
+        return None
+
     # -- setup
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
         n = ctx.n_train
         self.b = min(ctx.batch_size, n)
-        self.bank = min(n, max(self.bank_size, 2 * self.b))
+        if self.preset == "paper":
+            if self.b >= min(n, self.bank_size):
+                raise BenchError(f"impon preset paper: batch {self.b} must be smaller than the bank "
+                                 f"({min(n, self.bank_size)}), or every bank is the batch (random sampling); "
+                                 "lower batch_size")
+            self.bank = self.bank_size
+        else:
+            self.bank = min(n, max(self.bank_size, 2 * self.b))
         self.text = getattr(ctx.model, "kind", "image") == "text"
         if self.text:
             if not hasattr(getattr(ctx.model, "base", None), "embeddings"):

@@ -5,11 +5,14 @@ Xiao, arXiv 2410.05578 (seed 002; harness spec in METHODS.md, section Swift
 Sampler).
 
 Steps
-1. Shared start: the first `warmup_epochs` epochs of the main run are uniform
-   (all data), giving weights w0.
-2. At the start of epoch `warmup_epochs`, one eval-mode `ctx.score` pass over all
-   training data (counted as selection forwards) gives, per sample, its loss and
-   its renormed entropy H(softmax) / log(C).
+1. Shared start: `warmup_epochs` uniform epochs (all data) from the initial
+   weights give w0. With `final="scratch"` (default, as the paper) they run at the
+   start of epoch 0 as a harness trial on a copy of the model (`ctx.trial`: counted
+   and timed as search), and w0 is that copy's weights; with `final="continue"` they
+   are the first epochs of the main run.
+2. One eval-mode `ctx.score` pass over all training data with w0 (counted as
+   selection forwards) gives, per sample, its loss and its renormed entropy
+   H(softmax) / log(C).
 3. Each feature is mapped to [0, 1] by `transform`: "cgf" (default, cumulative
    gradient function: the share of the total per-sample gradient norm held by
    samples with a smaller feature value; the per-sample gradient norm is
@@ -25,18 +28,35 @@ Steps
    scrambled Sobol sequence. Each candidate is scored by `ctx.trial`: fine-tune a
    copy of w0 for `fine_tune_epochs` = 5 epochs with that sampler and return the
    accuracy on the validation split carved from the training set (never test).
-   The trials are timed and counted as search by the harness.
 6. The best candidate is logged (`swift_sampler.json`: knots, features,
-   transform, combine, best validation accuracy, history) and the remaining
-   epochs of the main run draw round(keep * N) samples per epoch by its
-   probabilities (with replacement when drop = 0, without otherwise).
-   `sampler_path` loads such a JSON and skips the search (the paper's transfer
-   result: features are still computed from this run's own w0).
+   transform, combine, best validation accuracy, history). Final training:
+   `final="scratch"` (default): the main run trains all E epochs from the initial
+   weights, each epoch drawing round(keep * N) samples by the sampler's
+   probabilities (with replacement when drop = 0, without otherwise);
+   `final="continue"` (option): the main run goes on from w0 for the remaining
+   E - warmup_epochs epochs with that draw.
+   `sampler_path` loads such a JSON and skips the BO search (the paper's transfer
+   result); the shared start and the feature pass still run, on this run's model.
+
+Search accounting: everything in steps 1-5 of the scratch mode (the shared start's
+training, the feature pass, GP fits, acquisition optimisation and trials) runs inside
+`ctx.search()`, so its time is search time (in end-to-end time, not train time), and
+the trials' passes are counted as search forwards and backwards. The feature pass is
+counted as selection forwards. With `final="continue"` the shared start is the main
+run's own training (train time, training counts).
+
+Drop ratio: the paper has none (its setting is drop 0: a full-length epoch of
+draws, with replacement). A drop ratio > 0 is our extension: the sampler then
+draws round(keep * N) distinct samples per epoch, in trials and in the final run.
 
 Our choices (left open by the paper or by the harness budget)
-- warmup_epochs = 2 uniform epochs for the shared start; the final training
-  continues the main run from w0 (so the method uses the same epoch budget E as
-  uniform) rather than retraining from scratch.
+- warmup_epochs = 2 uniform epochs for the shared start.
+- Scratch mode obtains w0 with a uniform trial whose model copy is kept, then
+  loads w0 into the harness model for the feature pass and the trials (which
+  copy it) and restores the initial weights before the main run's first step:
+  the main model is never stepped by the method.
+- The features (and so the probabilities) are those of w0, fixed for the whole
+  final training (METHODS.md, step 2).
 - init_random = 5 Sobol candidates (counted in bo_steps); UCB beta = 2.0;
   optimize_acqf with 10 restarts and 256 raw samples; knots box [0, 1]^10.
 - A candidate whose weights are all zero falls back to uniform probabilities.
@@ -50,12 +70,10 @@ Our choices (left open by the paper or by the harness budget)
 - BoTorch draws from torch's global RNG: every BO step runs inside
   torch.random.fork_rng seeded from ctx.generator, so the search is reproducible
   and the global RNG the harness checkpoints is untouched.
-- The GP fitting and acquisition optimisation run inside `start_epoch`, so the
-  harness times them as bookkeeping (train time), not as search: the Context has
-  no way for a method to charge its own compute to search.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -161,6 +179,16 @@ class _SamplerTrial(Method):
         return Batch(draw(self.probs, self.epoch_size(epoch), self.drop == 0, self.ctx.generator))
 
 
+class _SharedStart(Method):
+    """Inner method (not registered): uniform epochs on a trial's model copy, whose weights it keeps (w0)."""
+
+    name = "swift_sampler_shared_start"
+
+    def end_epoch(self, epoch: int) -> None:
+        if epoch == self.ctx.epochs - 1:
+            self.weights = copy.deepcopy(self.ctx.model.state_dict())
+
+
 # ---------------------------------------------------------------- Bayesian optimisation
 
 
@@ -226,8 +254,11 @@ class SwiftSampler(Method):
 
     def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, bo_steps: int = 40, init_random: int = 5,
                  fine_tune_epochs: int = 5, transform: str = "cgf", combine: str = "product", ucb_beta: float = 2.0,
-                 sampler_path: str | None = None):
+                 sampler_path: str | None = None, final: str = "scratch"):
         super().__init__(drop)
+        if final not in ("scratch", "continue"):
+            raise ValueError(f"final must be 'scratch' or 'continue', got {final!r}")
+        self.final = final
         if int(warmup_epochs) < 1:
             raise ValueError(f"warmup_epochs must be at least 1 (the shared start), got {warmup_epochs}")
         if int(bo_steps) < 1 or int(init_random) < 1:
@@ -255,24 +286,48 @@ class SwiftSampler(Method):
         self.probs: torch.Tensor | None = None  # the final sampler's probabilities (CPU, N)
         self.sampler: dict | None = None  # what was logged
 
-    def _active(self) -> bool:
-        return self.ctx.epochs > self.warmup_epochs
+    def refuse(self, epochs: int) -> str | None:
+        if self.final == "continue" and epochs <= self.warmup_epochs:
+            return (f"swift_sampler (final=continue) needs epochs > warmup_epochs ({self.warmup_epochs}); this cell "
+                    f"has {epochs}: raise epochs, lower warmup_epochs or use final=scratch")
+        return None
+
+    def _sampled(self, epoch: int) -> bool:
+        """Whether this epoch of the main run draws by the sampler."""
+        return self.final == "scratch" or epoch >= self.warmup_epochs
 
     def kept(self) -> int:
         return self.keep_count
 
     def epoch_size(self, epoch: int) -> int:
-        return self.kept() if self._active() and epoch >= self.warmup_epochs else self.ctx.n_train
+        return self.kept() if self._sampled(epoch) else self.ctx.n_train
 
     def epoch_indices(self, epoch: int) -> Batch:
-        if self.probs is None or epoch < self.warmup_epochs:
+        if not self._sampled(epoch):
             return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
         return Batch(draw(self.probs, self.kept(), self.drop == 0, self.ctx.generator))
 
     def start_epoch(self, epoch: int) -> None:
-        if epoch == self.warmup_epochs and self._active() and self.probs is None:
-            with self.ctx.search():  # scoring, GP fits and trials: all search cost
+        if self.probs is not None:
+            return
+        if self.final == "scratch" and epoch == 0:
+            with self.ctx.search():  # shared start, scoring, GP fits and trials: all search cost
+                self._from_shared_start()
+        elif self.final == "continue" and epoch == self.warmup_epochs:
+            with self.ctx.search():
                 self.learn()
+
+    def _from_shared_start(self) -> None:
+        """Train w0 on a copy, search from it, then put the initial weights back for the final training."""
+        model = self.ctx.model
+        initial = copy.deepcopy(model.state_dict())
+        start = _SharedStart(0.0)
+        self.ctx.trial(start, epochs=self.warmup_epochs)
+        model.load_state_dict(start.weights)
+        try:
+            self.learn()
+        finally:
+            model.load_state_dict(initial)
 
     # -- the search
 
@@ -304,6 +359,7 @@ class SwiftSampler(Method):
             "knots": knots.tolist(), "features": list(FEATURES), "segments": SEGMENTS, "transform": self.transform,
             "combine": self.combine, "best_val_acc": best_y, "fine_tune_epochs": self.fine_tune_epochs,
             "bo_steps": self.bo_steps, "init_random": self.init_random, "warmup_epochs": self.warmup_epochs,
+            "final": self.final,
             "keep": self.keep, "history": [{"knots": x, "val_acc": y} for x, y in history],
         }
         self.probs = sampler_probs(t, knots, self.combine)

@@ -24,6 +24,14 @@ Steps
    data (counted as selection forwards, timed as bookkeeping) gives fresh logits;
    the MSE against each sample's last known logits is the new importance and the
    subset is reselected, so dropped samples can return.
+7. A cell with epochs <= warmup_epochs (nothing is ever dropped) or drop 0 is
+   refused (`refuse`).
+8. `scoring="eval"` (option; default "train", the paper's training-pass logits):
+   the logits compared are those of an eval-mode, un-augmented `ctx.score` pass
+   over all training data at the end of each of the last two warm-up epochs
+   (counted as selection forwards, timed as bookkeeping). Training-pass logits mix
+   the order samples were visited in (the network, a new head most of all, changes
+   fastest in epoch 0) and augmentation noise; this pass has neither.
 
 Our choices (left open by the paper)
 - temperature = 1.0 on standardised scores (the paper tunes sigma per task).
@@ -32,7 +40,6 @@ Our choices (left open by the paper)
   training forward of a kept sample or from the previous re-evaluation pass
   (training forwards are stored after warm-up only when re-evaluation is on).
 - Logit buffers are float32 on the training device (N x C).
-- With epochs <= warmup_epochs the method is uniform training.
 """
 from __future__ import annotations
 
@@ -74,7 +81,7 @@ class SwiftLearn(Method):
     name = "swiftlearn"
 
     def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, temperature: float = 1.0,
-                 selection: str = "sample", reevaluate_every: int = 0):
+                 selection: str = "sample", reevaluate_every: int = 0, scoring: str = "train"):
         super().__init__(drop)
         if int(warmup_epochs) < 2:
             raise ValueError(f"warmup_epochs must be at least 2 (importance compares two epochs), got {warmup_epochs}")
@@ -84,6 +91,9 @@ class SwiftLearn(Method):
             raise ValueError(f"selection must be 'sample' or 'topk', got {selection!r}")
         if int(reevaluate_every) < 0:
             raise ValueError(f"reevaluate_every must be >= 0 (0 = never), got {reevaluate_every}")
+        if scoring not in ("train", "eval"):
+            raise ValueError(f"scoring must be 'train' or 'eval', got {scoring!r}")
+        self.scoring = scoring
         self.warmup_epochs = int(warmup_epochs)
         self.temperature = float(temperature)
         self.selection = selection
@@ -96,6 +106,14 @@ class SwiftLearn(Method):
         self.importance: torch.Tensor | None = None  # N
         self.subset: torch.Tensor | None = None  # kept indices (CPU)
         self.reevaluations = 0
+
+    def refuse(self, epochs: int) -> str | None:
+        if self.drop == 0:
+            return "swiftlearn at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
+        if epochs <= self.warmup_epochs:
+            return (f"swiftlearn needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
+                    "raise epochs or lower warmup_epochs")
+        return None
 
     # -- planning
 
@@ -138,10 +156,21 @@ class SwiftLearn(Method):
         perm = torch.randperm(len(self.subset), generator=self.ctx.generator)
         return Batch(self.subset[perm])
 
+    def end_epoch(self, epoch: int) -> None:
+        if self.scoring != "eval" or epoch < self.warmup_epochs - 2 or epoch >= self.warmup_epochs:
+            return
+        logits = self.ctx.score(torch.arange(self.ctx.n_train)).logits.float()
+        if epoch == self.warmup_epochs - 1:
+            self.importance = logit_mse(logits, self.last_logits)
+        self.last_logits = logits
+
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         if self.ctx.epochs <= self.warmup_epochs:
-            return  # uniform training: nothing to record
+            return  # a refused cell: nothing to record
         if self.epoch < self.warmup_epochs:
+            if self.scoring == "eval":
+                return  # the logits come from the end-of-epoch scoring passes
+
             if self.last_logits is None:
                 self.last_logits = torch.zeros(self.ctx.n_train, logits.shape[1], device=logits.device)
                 self.importance = torch.zeros(self.ctx.n_train, device=logits.device)

@@ -101,3 +101,26 @@ def test_real_cell_counts(store):
     assert m["total_backwards"] == m["total_forwards"] == 2 * 256  # drop is ignored: N per epoch
     assert m["total_steps"] == 2 * num_batches(256, 64)
     assert m["total_selection_forwards"] == m["total_partial_forwards"] == 0
+
+
+def test_paper_preset_is_plain_sgd_on_the_papers_bank_and_says_so():
+    cfg = tiny_cell(method="impon", drop=0.0)
+    trainer, ctx = harness_ctx(cfg)
+    m = IMPON(preset="paper")
+    m.setup(ctx)
+    assert m.bank == 200 and m.center is False and m.lr == 1e-6 and m.faithful is True and "0.001" in m.caveat
+    harness = IMPON()
+    assert harness.center is True and harness.faithful is False and "preset=paper" in harness.caveat
+    assert IMPON.faithful is False  # the class flag describes the default (harness) preset
+    with pytest.raises(ValueError):
+        IMPON(preset="paper", center=True)
+    big = tiny_cell(method="impon", drop=0.0, batch_size=200)
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="smaller than the bank"):
+        IMPON(preset="paper").setup(harness_ctx(big)[1])
+
+
+def test_impon_has_no_drop_knob():
+    assert IMPON.uses_drop is False
+    assert IMPON(drop=0.5).refuse(3) is not None and IMPON(drop=0.0).refuse(3) is None

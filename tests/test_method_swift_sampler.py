@@ -129,7 +129,7 @@ def test_trial_method_draws_keep_n_by_the_sampler(drop):
 
 def test_real_cell_search_is_counted_and_the_sampler_transfers(store, tmp_path, one_thread):
     n, keep = 256, round(0.1 * 256)
-    params = {"warmup_epochs": 1, "bo_steps": 3, "init_random": 2, "fine_tune_epochs": 1}
+    params = {"warmup_epochs": 1, "bo_steps": 3, "init_random": 2, "fine_tune_epochs": 1, "final": "continue"}
     res = run_cell(tiny_cell(method="swift_sampler", drop=0.9, epochs=2, params=params), log=lambda *_: None)
     m = res.metrics
     assert m["total_backwards"] == n + keep and m["total_steps"] == num_batches(n, 64) + num_batches(keep, 64)
@@ -142,7 +142,41 @@ def test_real_cell_search_is_counted_and_the_sampler_transfers(store, tmp_path, 
     assert torch.tensor(saved["knots"]).shape == (2, KNOTS) and saved["transform"] == "cgf"
     # transfer: a saved sampler skips the search
     res = run_cell(tiny_cell(method="swift_sampler", drop=0.9, epochs=2, seed=1,
-                             params={"warmup_epochs": 1, "sampler_path": path}), log=lambda *_: None)
+                             params={"warmup_epochs": 1, "sampler_path": path, "final": "continue"}), log=lambda *_: None)
     m = res.metrics
     assert m["total_search_backwards"] == 0 and m["total_backwards"] == n + keep
     assert m["total_selection_forwards"] == n
+
+
+def test_final_training_from_scratch_counts_the_shared_start_as_search(store, one_thread):
+    n, keep = 256, round(0.5 * 256)
+    params = {"warmup_epochs": 1, "bo_steps": 2, "init_random": 2, "fine_tune_epochs": 1}
+    res = run_cell(tiny_cell(method="swift_sampler", drop=0.5, epochs=2, params=params), log=lambda *_: None)
+    m = res.metrics
+    assert m["total_backwards"] == 2 * keep  # every epoch of the main run draws by the sampler
+    assert m["total_search_backwards"] == n + 2 * keep  # shared start (1 uniform epoch) + 2 trials
+    assert m["total_selection_forwards"] == n  # the feature pass on w0
+    assert m["search_seconds"] > 0
+
+
+def test_scratch_mode_restores_the_initial_weights_and_acts_at_drop_zero(one_thread):
+    from bench.cell import prepare
+    from bench.engine import HarnessContext, Trainer
+    from bench.timing import StageTimer
+
+    cfg = tiny_cell(method="swift_sampler", drop=0.0, params={"warmup_epochs": 1, "bo_steps": 1, "init_random": 1,
+                                                               "fine_tune_epochs": 1})
+    m, data, model = prepare(cfg)
+    dev = torch.device("cpu")
+    trainer = Trainer(cfg, data, model, dev, StageTimer(dev))
+    ctx = HarnessContext(trainer, cfg.drop, cfg.epochs, cfg.seed)
+    m.setup(ctx)
+    initial = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    trainer.timer.start()
+    m.start_epoch(0)
+    assert all(torch.equal(v, initial[k]) for k, v in ctx.model.state_dict().items())
+    assert ctx.counts.search_backwards > 0 and m.probs is not None
+    idx = m.epoch_indices(0).indices
+    assert len(idx) == ctx.n_train and len(set(idx.tolist())) < ctx.n_train  # drop 0: draws with replacement
+    assert m.refuse(1) is None
+    assert "final=scratch" in type(m).build(0.5, {"final": "continue"}).refuse(2)

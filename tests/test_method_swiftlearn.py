@@ -103,13 +103,33 @@ def test_reevaluation_scores_all_data_and_lets_dropped_samples_return():
     assert torch.equal(m.last_logits, fresh)
 
 
-def test_uniform_when_the_budget_is_only_warm_up():
-    ctx = FakeCtx(epochs=2)
+def test_a_cell_that_is_only_warm_up_is_refused():
     m = SwiftLearn(drop=0.9)
-    m.setup(ctx)
-    assert [m.epoch_size(e) for e in range(2)] == [1000, 1000]
+    assert m.refuse(2) == "swiftlearn needs epochs > warmup_epochs (2); this cell has 2: raise epochs or lower warmup_epochs"
+    assert m.refuse(3) is None
+    assert SwiftLearn(drop=0.0).refuse(5) is not None  # drop 0: keeps everything
     with pytest.raises(ValueError):
         SwiftLearn(drop=0.5, warmup_epochs=1)
+
+
+def test_eval_scoring_compares_end_of_epoch_eval_logits_and_counts_them():
+    ctx = FakeCtx()
+    hot = torch.arange(0, 1000, 10)
+    m = SwiftLearn(drop=0.9, selection="topk", scoring="eval")
+    m.setup(ctx)
+    e0, e1 = constructed(ctx, hot)
+    noise = torch.randn(1000, 3, generator=torch.Generator().manual_seed(9))  # training-pass logits: ignored
+    for epoch, scored in enumerate([e0, e1]):
+        warm_up_epoch = [noise * (epoch + 1)]
+        m.start_epoch(epoch)
+        order = m.epoch_indices(epoch)
+        m.observe(order, warm_up_epoch[0][order.indices], torch.zeros(len(order)))
+        ctx.next_scores = scored
+        m.end_epoch(epoch)
+    assert ctx.scored == 2 * 1000  # one counted eval pass at the end of each warm-up epoch
+    assert torch.allclose(m.importance, ((e1 - e0) ** 2).mean(1))
+    m.start_epoch(2)
+    assert sorted(m.subset.tolist()) == hot.tolist()
 
 
 def test_real_cell_counts(store):
