@@ -35,8 +35,11 @@ def test_backpropagates_top_k_by_early_exit_loss_and_head_never_touches_trunk():
     trainer, ctx = harness_ctx(cfg)
     m = SIFT(drop=0.5, exit_layer=1)
     m.setup(ctx)
-    m.select(Batch(torch.arange(64)))  # creates and trains the CNN exit head once
+    m.start_epoch(0)
+    first = Batch(torch.arange(64))
+    assert m.select(first) is first  # epoch 0 fits the new CNN exit head on the full batch: no selection yet
     assert m.head is not None and ctx.counts.partial_forwards == 64
+    m.start_epoch(1)
     head_before = copy.deepcopy(m.head)
     model_before = copy.deepcopy(trainer.model)
 
@@ -73,6 +76,7 @@ class OwnHeadCtx(Context):
         self.labels = torch.zeros(len(logits), dtype=torch.long)
         self.device = torch.device("cpu")
         self.model = torch.nn.Identity()
+        self.generator = torch.Generator().manual_seed(0)
 
     def early_exit(self, indices, k):
         self.partial += len(indices)
@@ -105,9 +109,44 @@ def test_full_data_keeps_everything_without_an_early_pass():
 
 
 def test_real_cell_counts(store):
-    res = run_cell(tiny_cell(method="sift", drop=0.9, epochs=2), log=lambda *_: None)
+    res = run_cell(tiny_cell(method="sift", drop=0.9, epochs=2, params={"probe_size": 32}), log=lambda *_: None)
     m = res.metrics
     per_batch = math.ceil(0.1 * 64)
-    assert m["total_backwards"] == m["total_forwards"] == 2 * 4 * per_batch
-    assert m["total_partial_forwards"] == 2 * 256
-    assert m["total_selection_forwards"] == 0 and m["total_steps"] == 8
+    assert m["total_backwards"] == m["total_forwards"] == 256 + 4 * per_batch  # epoch 0 fits the exit head
+    assert m["total_partial_forwards"] == 2 * 256 + 2 * 32  # every batch's early pass, and the probe's
+    assert m["total_selection_forwards"] == 2 * 32 and m["total_steps"] == 8  # the probe's full passes
+
+
+def test_no_op_cells_are_refused():
+    assert "drop 0" in SIFT(drop=0.0).refuse(3)
+    assert "head_warmup_epochs (1)" in SIFT(drop=0.5).refuse(1)
+    assert SIFT(drop=0.5).refuse(2) is None and SIFT(drop=0.5, head_warmup_epochs=0).refuse(1) is None
+
+
+def test_rank_correlation_on_the_probe_is_logged_and_returned():
+    cfg = tiny_cell(method="sift", drop=0.5)
+    trainer, ctx = harness_ctx(cfg)
+    logged = {}
+    ctx._artifact_sink = lambda name, obj: logged.update({name: obj})
+    m = SIFT(drop=0.5, probe_size=64)
+    m.setup(ctx)
+    trainer.timer.start()
+    for epoch in range(cfg.epochs):
+        m.start_epoch(epoch)
+        for b in m.batches(epoch):
+            pass
+        m.end_epoch(epoch)
+    assert [r["epoch"] for r in m.rank_corr] == [0, 1]
+    assert all(-1.0 <= r["spearman"] <= 1.0 for r in m.rank_corr)
+    assert logged["sift_rank_corr.json"]["per_epoch"] == m.rank_corr
+    fm = m.final_metrics()
+    assert fm["exit_rank_corr"] == m.rank_corr[-1]["spearman"] and fm["exit_rank_corr_first"] == m.rank_corr[0]["spearman"]
+
+
+def test_spearman():
+    from methods.sift import spearman
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a * 10) == pytest.approx(1.0) and spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.ones(4)) == 0.0  # constant: ties share one rank
+    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(1.0)
