@@ -31,7 +31,15 @@ epoch-2 weights. On CUDA each step ends with a synchronisation, so queued GPU wo
 inside the measurement. `MEASURES` says per method what a step covers; it is saved
 with each result (extra_info), with the steps per round.
 
-Run, save and compare (about a minute on CPU; see also benchmarks/conftest.py):
+Counted passes vs the method's own work: `test_selection_step_without_passes` runs
+the same steps with `ctx.score` and `ctx.early_exit` replaced by outputs computed once
+beforehand (sliced to the asked size), so what it measures is everything but the
+counted passes: Python loops, per-sample work, host copies, sampling. The difference
+between the two benchmarks of a method is the cost of its counted passes (which the
+work columns already charge it for); the stubbed figure is overhead that no work
+column shows.
+
+Run, save and compare (about two minutes on CPU; see also benchmarks/conftest.py):
   pytest benchmarks/ --benchmark-storage=file://results/benchmarks --benchmark-save=baseline
   pytest benchmarks/ --benchmark-storage=file://results/benchmarks --benchmark-compare \
       --benchmark-compare-fail=mean:50%
@@ -131,9 +139,45 @@ def _prepared(method_name: str):
     return method, ctx, device
 
 
+def _stub_passes(ctx) -> None:
+    """Replace the context's counted passes by slices of outputs computed once (real passes beyond the cap)."""
+    from bench.method import Scores
+
+    cap = min(ctx.n_train, 4 * ctx.batch_size)
+    real_score, real_exit = ctx.score, ctx.early_exit
+    full = real_score(torch.arange(cap))
+    exits = {}
+
+    def score(indices):
+        n = len(indices)
+        return Scores(full.logits[:n], full.losses[:n]) if n <= cap else real_score(indices)
+
+    def early_exit(indices, k):
+        n = len(indices)
+        if n > cap:
+            return real_exit(indices, k)
+        if k not in exits:
+            exits[k] = real_exit(torch.arange(cap), k)
+        out = exits[k]
+        return type(out)(out.features[:n], None if out.logits is None else out.logits[:n])
+
+    ctx.score, ctx.early_exit = score, early_exit
+
+
 @pytest.mark.parametrize("method_name", list_methods())
 def test_selection_step(benchmark, method_name):
+    _measure(benchmark, method_name, stub=False)
+
+
+@pytest.mark.parametrize("method_name", list_methods())
+def test_selection_step_without_passes(benchmark, method_name):
+    _measure(benchmark, method_name, stub=True)
+
+
+def _measure(benchmark, method_name: str, stub: bool):
     method, ctx, device = _prepared(method_name)
+    if stub:
+        _stub_passes(ctx)
     epoch = WARM_EPOCHS
     cap = 4 * ctx.batch_size
     gen = torch.Generator(device=device).manual_seed(0)
@@ -175,7 +219,7 @@ def test_selection_step(benchmark, method_name):
     benchmark.extra_info.update({
         "method": method_name, "device": str(device), "measures": MEASURES.get(method_name, GENERIC),
         "drop": method.drop, "batch_size": ctx.batch_size, "n_train": ctx.n_train, "epoch": epoch,
-        "steps_per_round": per_pass, "rounds": rounds,
+        "steps_per_round": per_pass, "rounds": rounds, "counted_passes": "stubbed" if stub else "real",
     })
     n = benchmark.pedantic(step, iterations=per_pass, rounds=rounds)
     assert 0 < n <= cap
