@@ -80,9 +80,9 @@ MEASURES = {
     "swiftlearn": "next batch of the kept subset chosen at the start of epoch 2 (the choice is not measured); observe "
                   "after warm-up is a no-op without re-evaluation",
     "swift_sampler": "next batch drawn from the learned sampler's probabilities (one draw per epoch, amortised; the "
-                     "BO search ran in epoch 1's start, not measured); observe",
+                     "shared start and BO search ran at the start of epoch 0, not measured); observe",
     "sift": "early-exit no-grad forward of the batch's B candidates through the first stage, exit-head scores, one Adam "
-            "step of the exit head, top-k of ceil(keep*B); observe is a no-op",
+            "step of the exit head (fitted during epoch 0), top-k of ceil(keep*B); observe is a no-op",
     "impon": "draw a bank of max(200, 2b) indices, context rows (cached input projections + the norm of all model "
              "weights), linear loss prediction, top-b; observe: one SGD step of the linear loss model",
     "selective_backprop": "score candidate chunks with a counted eval forward (ctx.score) until a batch of b kept "
@@ -90,9 +90,11 @@ MEASURES = {
                           "Bernoulli keep; observe is a no-op (stale=0)",
     "infobatch": "next batch of the pruned, reweighted order (below-mean pruning once per epoch, amortised); observe: "
                  "scatter the batch's losses into the score buffer",
-    "psgd": "next batch of the epoch's draw by p-SGD probabilities (one multinomial per epoch, amortised); observe: "
+    "psgd": "next batch of the epoch's draw (with replacement) by p-SGD probabilities (one multinomial per epoch, "
+            "amortised); observe: "
             "softmax, gather p(label), three index_add running sums",
-    "csgd": "next batch of the epoch's draw by c-SGD probabilities (one multinomial per epoch, amortised); observe: "
+    "csgd": "next batch of the epoch's draw (with replacement) by c-SGD probabilities (one multinomial per epoch, "
+            "amortised); observe: "
             "softmax, gather p(label), three index_add running sums",
     "ub_importance": "presample 3b indices, score them with a counted eval forward (ctx.score), gradient-norm bound, "
                      "multinomial draw of b with weights (tau_th=0: importance sampling on); observe is a no-op "
