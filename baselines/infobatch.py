@@ -54,6 +54,7 @@ INITIAL_SCORE = 3.0  # the reference's starting score
 @register
 class InfoBatch(Method):
     name = "infobatch"
+    epoch_size_is_estimate = True  # pruning epochs' sizes depend on losses not yet seen (see "Where we differ")
 
     def __init__(self, drop: float = 0.0, prune_ratio: float | None = None, anneal: float = 0.125,
                  plan_below_mean: float = 0.7):

@@ -21,15 +21,17 @@ Steps
    reports the real size, so the LR schedule is planned for the steps taken.
 6. `reevaluate_every=K` (default 0 = never, as in the paper): at the start of
    epoch warmup + j*K (j >= 1) an eval-mode `ctx.score` pass over all training
-   data (counted as selection forwards, timed as bookkeeping) gives fresh logits;
+   data (counted as selection forwards) gives fresh logits;
    the MSE against each sample's last known logits is the new importance and the
-   subset is reselected, so dropped samples can return.
+   subset is reselected, so dropped samples can return. Scoring passes and subset
+   choices run in `epoch_indices` (the selection stage: they pick the epoch's
+   samples), once per epoch.
 7. A cell with epochs <= warmup_epochs (nothing is ever dropped) or drop 0 is
    refused (`refuse`).
 8. `scoring="eval"` (option; default "train", the paper's training-pass logits):
    the logits compared are those of an eval-mode, un-augmented `ctx.score` pass
    over all training data at the end of each of the last two warm-up epochs
-   (counted as selection forwards, timed as bookkeeping). Training-pass logits mix
+   (counted as selection forwards). Training-pass logits mix
    the order samples were visited in (the network, a new head most of all, changes
    fastest in epoch 0) and augmentation noise; this pass has neither.
 
@@ -106,6 +108,7 @@ class SwiftLearn(Method):
         self.importance: torch.Tensor | None = None  # N
         self.subset: torch.Tensor | None = None  # kept indices (CPU)
         self.reevaluations = 0
+        self.prepared_epoch = -1  # the last epoch whose scoring passes and subset choice ran
 
     def refuse(self, epochs: int) -> str | None:
         if self.drop == 0:
@@ -130,6 +133,16 @@ class SwiftLearn(Method):
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _prepare(self, epoch: int) -> None:
+        """The epoch's scoring passes and subset choice: they pick samples, so they run when the
+        epoch's order is drawn (the selection stage), once per epoch."""
+        if self.scoring == "eval" and self.warmup_epochs - 1 <= epoch <= self.warmup_epochs:
+            # eval-mode logits at the end of the last two warm-up epochs (= the start of the next epoch)
+            logits = self.ctx.score(torch.arange(self.ctx.n_train)).logits.float()
+            if epoch == self.warmup_epochs:
+                self.importance = logit_mse(logits, self.last_logits)
+            self.last_logits = logits
         if not self._selective(epoch):
             return
         if epoch == self.warmup_epochs:
@@ -151,18 +164,13 @@ class SwiftLearn(Method):
         self._select()
 
     def epoch_indices(self, epoch: int) -> Batch:
+        if self.prepared_epoch != epoch:
+            self._prepare(epoch)
+            self.prepared_epoch = epoch
         if not self._selective(epoch):
             return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
         perm = torch.randperm(len(self.subset), generator=self.ctx.generator)
         return Batch(self.subset[perm])
-
-    def end_epoch(self, epoch: int) -> None:
-        if self.scoring != "eval" or epoch < self.warmup_epochs - 2 or epoch >= self.warmup_epochs:
-            return
-        logits = self.ctx.score(torch.arange(self.ctx.n_train)).logits.float()
-        if epoch == self.warmup_epochs - 1:
-            self.importance = logit_mse(logits, self.last_logits)
-        self.last_logits = logits
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         if self.ctx.epochs <= self.warmup_epochs:

@@ -37,6 +37,12 @@ def warm_up(m: SwiftLearn, ctx: FakeCtx, logits_by_epoch):
             m.observe(b, logits[b.indices], torch.zeros(len(b)))
 
 
+def begin(m: SwiftLearn, epoch: int):
+    """What the engine does at an epoch's start: start_epoch, then the epoch's order (where the subset is chosen)."""
+    m.start_epoch(epoch)
+    return m.epoch_indices(epoch)
+
+
 def constructed(ctx, hot):
     """Epoch-0/1 logits where samples in `hot` move a lot and the rest barely move."""
     g = torch.Generator().manual_seed(1)
@@ -55,7 +61,7 @@ def test_keeps_round_keep_n_and_prefers_high_mse(selection):
     e0, e1 = constructed(ctx, hot)
     warm_up(m, ctx, [e0, e1])
     assert torch.allclose(m.importance, ((e1 - e0) ** 2).mean(1))
-    m.start_epoch(2)
+    begin(m, 2)
     k = round(0.1 * 1000)
     assert len(m.subset) == k == m.epoch_size(2) and len(set(m.subset.tolist())) == k
     assert m.steps_in_epoch(2) == num_batches(k, ctx.batch_size)
@@ -86,18 +92,18 @@ def test_reevaluation_scores_all_data_and_lets_dropped_samples_return():
     m.setup(ctx)
     e0, e1 = constructed(ctx, torch.arange(100))
     warm_up(m, ctx, [e0, e1])
-    m.start_epoch(2)
+    begin(m, 2)
     assert m.subset.tolist() == list(range(100)) and ctx.scored == 0
     for b in range(0, 100, 50):  # training forwards of kept samples update their last logits
         batch = Batch(m.subset[b : b + 50])
         m.observe(batch, e1[batch.indices] + 0.5, torch.zeros(50))
     assert torch.allclose(m.last_logits[:100], e1[:100] + 0.5)
-    m.start_epoch(3)
+    begin(m, 3)
     assert ctx.scored == 0  # not a re-evaluation epoch
     fresh = m.last_logits.clone()
     fresh[500:600] += 5.0  # samples that were dropped now change most
     ctx.next_scores = fresh
-    m.start_epoch(4)
+    begin(m, 4)
     assert ctx.scored == ctx.n_train and m.reevaluations == 1
     assert m.subset.tolist() == list(range(500, 600))
     assert torch.equal(m.last_logits, fresh)
@@ -119,17 +125,16 @@ def test_eval_scoring_compares_end_of_epoch_eval_logits_and_counts_them():
     m.setup(ctx)
     e0, e1 = constructed(ctx, hot)
     noise = torch.randn(1000, 3, generator=torch.Generator().manual_seed(9))  # training-pass logits: ignored
-    for epoch, scored in enumerate([e0, e1]):
-        warm_up_epoch = [noise * (epoch + 1)]
-        m.start_epoch(epoch)
-        order = m.epoch_indices(epoch)
-        m.observe(order, warm_up_epoch[0][order.indices], torch.zeros(len(order)))
-        ctx.next_scores = scored
-        m.end_epoch(epoch)
-    assert ctx.scored == 2 * 1000  # one counted eval pass at the end of each warm-up epoch
+    for epoch, after in enumerate([e0, e1]):
+        order = begin(m, epoch)
+        m.observe(order, noise[order.indices] * (epoch + 1), torch.zeros(len(order)))
+        ctx.next_scores = after  # the model's eval logits once this epoch is over
+    order = begin(m, 2)
+    assert ctx.scored == 2 * 1000  # one counted eval pass after each of the two warm-up epochs
     assert torch.allclose(m.importance, ((e1 - e0) ** 2).mean(1))
-    m.start_epoch(2)
-    assert sorted(m.subset.tolist()) == hot.tolist()
+    assert sorted(m.subset.tolist()) == hot.tolist() and len(order) == 100
+    m.epoch_indices(2)  # a second draw of the same epoch does not score or choose again
+    assert ctx.scored == 2 * 1000
 
 
 def test_real_cell_counts(store):
