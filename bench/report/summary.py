@@ -55,6 +55,8 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
     check_paper(paper, suite.name)
     if df.empty:
         return pd.DataFrame(columns=all_columns())
+    if "control_of" not in df:  # a frame built by hand, before controls existed
+        df = df.assign(control_of="")
     rows = []
     for (hw, setting), runs in df.groupby(["hardware", "setting"], sort=True):
         ref = runs[(runs["method"] == REFERENCE) & (runs["control_of"] == "")]
