@@ -7,7 +7,7 @@ import numpy as np
 
 from bench.report import stats
 from bench.report.metrics import (
-    CONTENTION, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell, fmt, mean_of, nan, notes, plain,
+    CONTENTION, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell, mean_of, nan, notes, plain,
     register_metric, relative_to_uniform, speedup_cell,
 )
 from bench.report.stats import Estimate

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from bench.report import stats
 from bench.report.stats import Estimate
 from bench.suite import REFERENCE
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench import tracking
+from bench.report.metrics import final_metrics
 from bench.suite import REFERENCE
 
 IDENTITY = (
@@ -111,8 +112,6 @@ def _search_by(train_at_probe: float, train: list[float], search: list[float]) -
 
 def collect(suite) -> pd.DataFrame:
     """One row per finished run of the suite's cells: identity, final metrics, histories."""
-    from bench.report.metrics import final_metrics
-
     wanted = final_metrics()
     c = tracking.client()
     rows = []
