@@ -7,7 +7,9 @@ evaluation; a method only decides, at three levels, what gets trained on:
 
 1. `epoch_indices(epoch)`: which samples an epoch visits, in order, with
    optional per-sample loss weights (SwiftLearn, InfoBatch, random subset).
-   It must return exactly `epoch_size(epoch)` indices in [0, n_train).
+   It must return exactly `epoch_size(epoch)` indices in [0, n_train), unless
+   the class sets `epoch_size_is_estimate = True` (InfoBatch: its size depends
+   on losses not yet seen).
 2. `select(batch)`: which part of a drawn batch gets the forward/backward pass;
    it may score the batch cheaply first with `ctx.score` / `ctx.early_exit`
    (SIFT).
@@ -118,6 +120,7 @@ class Method:
     faithful = True  # False, with `caveat`, for a method not implemented as its paper says
     caveat = ""
     uses_drop = True  # False: the method has no drop knob; suites run it at drop 0 only, and runs refuse drop > 0
+    epoch_size_is_estimate = False  # True: epoch_size is a forecast (InfoBatch), epoch_indices may differ from it
 
     def __init__(self, drop: float = 0.0):
         self.drop = float(drop)
@@ -305,9 +308,11 @@ def check_batch(method: Method, batch: Batch, n_train: int, hook: str) -> None:
 
 
 def check_epoch_size(method: Method, epoch: int, promised: int, got: int) -> None:
-    """The epoch's order has the `epoch_size` the LR schedule was planned from."""
-    if got != promised:
+    """The epoch's order has the `epoch_size` the LR schedule was planned from (unless the
+    method says its size is only a forecast)."""
+    if got != promised and not method.epoch_size_is_estimate:
         raise MethodError(
             f"method {method.name}: epoch_indices({epoch}) gave {got} samples but epoch_size({epoch}) "
-            f"promised {promised}, and the LR schedule was planned from that; make them agree"
+            f"promised {promised}, and the LR schedule was planned from that; make them agree "
+            "(or, when the size can only be forecast, set epoch_size_is_estimate = True on the class)"
         )

@@ -279,3 +279,11 @@ def test_a_good_method_passes_the_checks_unchanged():
     got = torch.cat([b.indices for b in checked_batches(m, 0, 10)])
     assert sorted(got.tolist()) == list(range(10)) and call_hook(m, "steps_in_epoch", 0) == 3
     assert "uniform" in METHODS
+
+
+def test_a_size_declared_as_a_forecast_may_differ():
+    class Forecast(ShortEpoch):
+        name = "forecast"
+        epoch_size_is_estimate = True
+
+    assert sum(len(b) for b in checked_batches(_setup(Forecast()), 0, 10)) == 7
