@@ -29,7 +29,8 @@ Where the time goes (bench/engine.py, `Trainer.run_epoch`): `start_epoch`,
 happens while the engine draws the next batch (`batches`, hence
 `epoch_indices` and `select`) runs in the *selection* stage. Both stages are
 train time, and a `ctx.score` pass counts as selection forwards wherever it is
-made, so the choice only changes the stage breakdown. The rule: a whole-epoch
+made (inside `ctx.trial`, as search forwards), so the choice only changes the
+stage breakdown. The rule: a whole-epoch
 scoring pass whose result picks the epoch's samples belongs in `epoch_indices`
 (charged as selection); `start_epoch` / `end_epoch` hold upkeep that picks no
 sample (resetting state). Work inside `ctx.search()` or `ctx.trial` is charged

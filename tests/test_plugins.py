@@ -113,6 +113,16 @@ def test_every_bench_module_imports_alone():
     assert not failed, "\n".join(failed)
 
 
+def test_registries_fill_themselves_in_a_fresh_interpreter():
+    """No priming import: the first lookup discovers bench/datasets/ and bench/models/."""
+    code = ("from bench.registry import list_datasets, list_models; import sys; "
+            "assert 'bench.data' not in sys.modules and 'bench.models' not in sys.modules; "
+            "assert {'tiny_cnn', 'tiny_bert'} <= set(list_models()) and {'mr', 'digits'} <= set(list_datasets())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 # ---------------------------------------------------------------- a dataset and a model registered on the fly
 
 
@@ -287,3 +297,15 @@ def test_a_size_declared_as_a_forecast_may_differ():
         epoch_size_is_estimate = True
 
     assert sum(len(b) for b in checked_batches(_setup(Forecast()), 0, 10)) == 7
+
+
+def test_a_cell_whose_method_returns_bad_indices_stops_with_one_named_error(store):
+    from bench.cell import run_cell
+    from conftest import tiny_cell
+
+    METHODS.register(OutOfRange)
+    try:
+        with pytest.raises(MethodError, match="method out_of_range: epoch_indices gave index"):
+            run_cell(tiny_cell(method="out_of_range", epochs=1), log=lambda *_: None)
+    finally:
+        METHODS._entries.pop("out_of_range")
