@@ -33,14 +33,14 @@ A paper-preset cell whose batch is not smaller than the bank (the selection woul
 the whole bank: random sampling) fails at setup with one line naming the fix.
 IMPON has no drop knob (`uses_drop = False`): it runs at drop 0 only.
 
-Our choices (left open by the paper; the "harness" preset)
+Our choices (left open by the paper; both presets unless marked "harness preset")
 - b = the harness batch size: IMPON spends no less per step, it changes which
   samples fill the step. An epoch is ceil(N / b) steps (the last takes the
-  remainder), so it backpropagates exactly N samples like uniform; the drop ratio
-  is ignored (IMPON is judged by time to target and early-epoch accuracy, not by
-  dropping data). Banks are independent, so a sample can appear in several steps
-  of an epoch or in none.
-- The bank is max(`bank_size`, 2 b): with the harness default batch 512 > 200 the
+  remainder), so it backpropagates exactly N samples like uniform; there is no
+  drop ratio (a cell at drop > 0 is refused; IMPON is judged by time to target
+  and early-epoch accuracy, not by dropping data). Banks are independent, so a
+  sample can appear in several steps of an epoch or in none.
+- Harness preset: the bank is max(`bank_size`, 2 b): with the harness default batch 512 > 200 the
   paper's bank could not even fill one batch, so it is raised to 2 b and the
   selection still picks at most half of it (the paper's batch size is not given;
   b / bank <= 0.5 is our choice). With batch 64 the bank is the paper's 200.
@@ -50,7 +50,7 @@ Our choices (left open by the paper; the "harness" preset)
   where it starts. The ranking of a bank depends only on the direction of the
   weights, so even small weights (one step from the reset) already rank by the
   loss-feature covariance seen so far.
-- `center=True`: the weight step uses batch-centred context rows and errors
+- Harness preset, `center=True`: the weight step uses batch-centred context rows and errors
   (the bias alone takes the mean error). Plain SGD (`center=False`) from a reset
   model has predictions far below the mean loss for the whole epoch at lr 1e-6,
   so its weight step is ~ mean loss x the mean context of the batch just
