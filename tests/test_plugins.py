@@ -53,7 +53,10 @@ def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
         for t in targets:  # importing a.b.c runs a, a.b and a.b.c
             parts = t.split(".")
             deps |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(mods)
-        graph[name] = deps - {name}
+        # a module's own parent packages are importing it already (a package __init__ that
+        # imports its submodules): that edge is how packages work, not a cycle
+        ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = deps - {name} - ancestors
     return graph
 
 
@@ -209,7 +212,7 @@ def test_a_cell_trains_on_a_dataset_and_model_registered_in_the_test(method, scr
 
     _register_blobs(), _register_two_layer()
     cfg = tiny_cell(model="two_layer", dataset="blobs", method=method, drop=0.5 if method == "sift" else 0.0,
-                    batch_size=32, train_limit=None, eval_limit=None, epochs=3, lr=0.05)
+                    params={"head_warmup_epochs": 0} if method == "sift" else {}, batch_size=32, train_limit=None, eval_limit=None, epochs=3, lr=0.05)
     cfg.check_names()
     res = run_cell(cfg, log=lambda *_: None)
     assert res.status == "finished" and res.metrics["final_val_acc"] > 0.5  # chance is 0.25
