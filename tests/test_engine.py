@@ -5,7 +5,7 @@ import torch
 
 from bench import tracking
 from bench.cell import run_cell
-from bench.engine import schedule
+from bench.workload import OPTIMIZERS, Schedule
 from bench.timing import StageTimer
 from conftest import tiny_cell
 
@@ -47,9 +47,25 @@ def test_uniform_backpropagates_every_sample(store):
 
 def test_schedule_fully_decays_over_planned_steps_and_never_raises():
     for kind in ("sgd", "adamw"):
-        f = schedule(kind, 100)
+        f = Schedule(OPTIMIZERS[kind], 100)
         assert f(100) == 0.0 and f(150) == 0.0
         assert max(f(s) for s in range(100)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+@pytest.mark.parametrize("total", [1, 2, 5, 100])
+def test_warmup_never_starts_at_zero_and_rises(kind, total):
+    f = Schedule(OPTIMIZERS[kind], total)
+    assert f(0) > 0
+    warm = f.warmup_steps
+    if total > warm:  # a cell planned for fewer steps is refused (test_failures)
+        assert all(f(s) < f(s + 1) for s in range(warm)) and f(warm) == 1.0
+
+
+def test_replan_moves_the_end_of_the_schedule():
+    f = Schedule(OPTIMIZERS["sgd"], 10)
+    f.replan(20)
+    assert f(10) > 0 and f(20) == 0.0
 
 
 def test_timer_is_exclusive_and_search_swallows_inner_stages():
