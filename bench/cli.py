@@ -196,7 +196,7 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.fn(args)
     except BenchError as e:
@@ -209,3 +209,5 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}: finished epochs are checkpointed; run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

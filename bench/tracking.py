@@ -47,15 +47,21 @@ def store_problem(uri: str) -> str | None:
         path = Path(uri[len("sqlite:///"):].split("?")[0])
         try:
             if path.exists():
-                with sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=CHECK_TIMEOUT_S) as db:
-                    db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file
-                    db.rollback()
+                db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=CHECK_TIMEOUT_S, isolation_level=None)
+                try:  # a real write, rolled back: a read-only file opens fine and fails only here
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute("CREATE TABLE bench_write_check (x)")
+                    db.execute("ROLLBACK")
+                finally:
+                    db.close()
             elif not path.parent.is_dir():
                 return f"the MLflow store {uri}: folder {path.parent} does not exist; create it or {_FIX}"
             else:
                 with tempfile.TemporaryFile(dir=path.parent):
                     pass
         except (OSError, sqlite3.Error) as e:
+            if "locked" in str(e):
+                return None  # another process is writing: the store works
             return f"the MLflow store {uri} cannot be written ({e}); make it writable or {_FIX}"
         return None
     if uri.startswith(("http://", "https://")):
@@ -99,6 +105,8 @@ def _mlflow():
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # logs a traceback for every database error it then raises; we report those in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
