@@ -1,7 +1,6 @@
 """Nothing wrong is ever recorded as a result (issue 11): divergence, bad input, a store
 that cannot be reached or written, and the edges of resuming after a kill."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
