@@ -246,11 +246,11 @@ def test_kill_between_final_metrics_and_finish_logs_them_once(store, monkeypatch
     def killed(self):
         raise SystemExit("killed")  # stands for SIGKILL: nothing else runs
 
-    monkeypatch.setattr(tracking.CellRun, "finish", killed)
-    monkeypatch.setattr(tracking.CellRun, "fail", lambda *a: None)
-    with pytest.raises(SystemExit):
-        run_cell(cfg, log=quiet)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(tracking.CellRun, "finish", killed)
+        m.setattr(tracking.CellRun, "fail", lambda *a: None)
+        with pytest.raises(SystemExit):
+            run_cell(cfg, log=quiet)
     res = run_cell(cfg, log=quiet)
     assert res.status == "finished"
     assert len(tracking.client().get_metric_history(res.run_id, "final_test_acc")) == 1
@@ -276,14 +276,15 @@ def test_resumed_run_drops_the_interrupted_tag(store, monkeypatch):
             raise KeyboardInterrupt
         return real(self, epoch, on_step)
 
-    monkeypatch.setattr(Trainer, "train_epoch", interrupt_at_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_cell(cfg, log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_epoch", interrupt_at_1)
+        with pytest.raises(KeyboardInterrupt):
+            run_cell(cfg, log=quiet)
     (run,) = runs()
     assert run.info.status == "KILLED" and run.data.tags["cell_status"] == "killed"
     assert run.data.tags["error"] == "interrupted"
-    monkeypatch.undo()
     res = run_cell(cfg, log=quiet)
+    assert "resumed" in tracking.client().get_run(res.run_id).data.tags
     (run,) = runs()
     assert res.run_id == run.info.run_id and run.info.status == "FINISHED"
     assert run.data.tags["cell_status"] == "finished" and "error" not in run.data.tags
