@@ -1,26 +1,25 @@
-"""Datasets: real loaders plus offline sources, each split into train / validation / test.
+"""The data loader core: splits, limits, label noise, tokenisation.
 
-A dataset is a function registered with `@register_dataset(name)` that returns a
-`RawData` (full train and test). `load_data` then carves validation from train
-with a fixed seed, applies the size limits (stratified) and label noise, and,
-for text, tokenizes with the model's tokenizer.
+A dataset is a function in `bench/datasets/` (one family per file) registered
+with `@register_dataset(name)`; it returns a `RawData` (full train and test).
+`load_data` then carves validation from train with a fixed seed, applies the
+size limits (stratified) and label noise, and, for text, tokenizes with the
+model's tokenizer.
 """
 from __future__ import annotations
 
-import gzip
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.fetch import missing
-from bench.paths import data_dir
-from bench.registry import register_dataset
+from bench.registry import DATASETS
+
+register_dataset = DATASETS.register
 
 SPLIT_SEED = 0  # validation carving, limits and label noise never depend on the run seed
 
@@ -155,8 +154,6 @@ def load_data(
     eval_limit: int | None = None,
     label_noise: float = 0.0,
 ) -> Data:
-    from bench.registry import DATASETS
-
     raw: RawData = DATASETS.get(name)()
     tx, ty, vx, vy = _split_off(raw.train_x, raw.train_y, val_fraction)
     test_x, test_y = raw.test_x, raw.test_y
@@ -194,167 +191,7 @@ def load_data(
     return Data(name, "image", raw.num_classes, Split(tx, ty), Split(vx, vy), Split(test_x, test_y), c, s, mean, std, raw.flip)
 
 
-def _carve_test(kind: str, num_classes: int, x, y: torch.Tensor, fraction: float = 0.2) -> RawData:
+def carve_test(kind: str, num_classes: int, x, y: torch.Tensor, fraction: float = 0.2) -> RawData:
     """Sources with no official test split: hold out a stratified 20% with a fixed seed."""
     tx, ty, sx, sy = _split_off(x, y, fraction)
     return RawData(kind, num_classes, tx, ty, sx, sy)
-
-
-# ---------------------------------------------------------------- image datasets
-
-
-def _torchvision(cls_name: str, root: Path, fetch_name: str | None, **kw):
-    import torchvision
-
-    cls = getattr(torchvision.datasets, cls_name)
-    try:
-        return cls(str(root), download=False, **kw)
-    except RuntimeError:
-        if fetch_name:  # an offline source exists: point to it
-            raise missing(fetch_name) from None
-    try:
-        return cls(str(root), download=True, **kw)
-    except Exception as e:  # offline, or the host refused
-        raise BenchError(
-            f"could not download {cls_name} ({type(e).__name__}: {str(e)[:80]}); it needs the network. "
-            "Offline, use fashion_mnist, mnist5k or digits"
-        ) from None
-
-
-def _to_nchw(data) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(data))
-    if t.ndim == 3:  # N,H,W grey
-        return t.unsqueeze(1).contiguous()
-    if t.shape[-1] in (1, 3):  # N,H,W,C
-        return t.permute(0, 3, 1, 2).contiguous()
-    return t.contiguous()
-
-
-@register_dataset("fashion_mnist")
-def fashion_mnist() -> RawData:
-    root = data_dir()
-    tr = _torchvision("FashionMNIST", root, "fashion_mnist", train=True)
-    te = _torchvision("FashionMNIST", root, "fashion_mnist", train=False)
-    return RawData("image", 10, _to_nchw(tr.data), tr.targets.long(), _to_nchw(te.data), te.targets.long(), flip=True)
-
-
-@register_dataset("cifar10")
-def cifar10() -> RawData:
-    tr = _torchvision("CIFAR10", data_dir(), None, train=True)
-    te = _torchvision("CIFAR10", data_dir(), None, train=False)
-    return RawData("image", 10, _to_nchw(tr.data), torch.tensor(tr.targets), _to_nchw(te.data), torch.tensor(te.targets), flip=True)
-
-
-@register_dataset("cifar100")
-def cifar100() -> RawData:
-    tr = _torchvision("CIFAR100", data_dir(), None, train=True)
-    te = _torchvision("CIFAR100", data_dir(), None, train=False)
-    return RawData("image", 100, _to_nchw(tr.data), torch.tensor(tr.targets), _to_nchw(te.data), torch.tensor(te.targets), flip=True)
-
-
-@register_dataset("svhn")
-def svhn() -> RawData:
-    tr = _torchvision("SVHN", data_dir() / "svhn", None, split="train")
-    te = _torchvision("SVHN", data_dir() / "svhn", None, split="test")
-    return RawData("image", 10, torch.as_tensor(tr.data), torch.as_tensor(tr.labels).long(),
-                   torch.as_tensor(te.data), torch.as_tensor(te.labels).long())
-
-
-@register_dataset("mnist5k")
-def mnist5k() -> RawData:
-    path = data_dir() / "mnist5k" / "mnist_5k.csv.gz"
-    if not path.exists():
-        raise missing("mnist5k")
-    with gzip.open(path, "rt") as f:
-        arr = np.loadtxt(f, delimiter=",", dtype=np.int64)
-    x = torch.as_tensor(arr[:, :784], dtype=torch.uint8).view(-1, 1, 28, 28)
-    return _carve_test("image", 10, x, torch.as_tensor(arr[:, 784]))
-
-
-@register_dataset("digits")
-def digits() -> RawData:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.as_tensor(d.images * 255 / 16, dtype=torch.float32).round().to(torch.uint8).unsqueeze(1)
-    return _carve_test("image", 10, x, torch.as_tensor(d.target).long())
-
-
-@register_dataset("imagenet")
-def imagenet() -> RawData:
-    """ImageNet-style folders: $BENCH_IMAGENET_DIR/{train,val}/<class>/<image>, decoded per batch."""
-    root = os.environ.get("BENCH_IMAGENET_DIR")
-    if not root or not (Path(root) / "train").is_dir():
-        raise BenchError(
-            "imagenet needs BENCH_IMAGENET_DIR set to a folder with train/ and val/ class folders "
-            "(ImageFolder layout); it is not available offline"
-        )
-    import torchvision
-
-    size = int(os.environ.get("BENCH_IMAGENET_SIZE", "224"))
-    tr = torchvision.datasets.ImageFolder(str(Path(root) / "train"))
-    va = torchvision.datasets.ImageFolder(str(Path(root) / "val"))
-    return RawData("image", len(tr.classes),
-                   FileImages([p for p, _ in tr.samples], size), torch.tensor(tr.targets),
-                   FileImages([p for p, _ in va.samples], size), torch.tensor(va.targets), flip=True)
-
-
-# ---------------------------------------------------------------- text datasets
-
-
-@register_dataset("mr")
-def mr() -> RawData:
-    """Rotten Tomatoes sentences (Hutto & Gilbert 2014): sign of the mean human score, neutral dropped."""
-    path = data_dir() / "mr" / "movieReviewSnippets_GroundTruth.txt"
-    if not path.exists():
-        raise missing("mr")
-    texts, labels = [], []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        parts = line.split("\t")
-        if len(parts) < 3:
-            continue
-        score = float(parts[1])
-        if score != 0:
-            texts.append(parts[2].strip())
-            labels.append(int(score > 0))
-    return _carve_test("text", 2, texts, torch.tensor(labels))
-
-
-GLUE_TASKS = {  # task: (text fields, classes, evaluation split)
-    "sst2": (("sentence",), 2, "validation"),
-    "cola": (("sentence",), 2, "validation"),
-    "mrpc": (("sentence1", "sentence2"), 2, "validation"),
-    "qqp": (("question1", "question2"), 2, "validation"),
-    "qnli": (("question", "sentence"), 2, "validation"),
-    "rte": (("sentence1", "sentence2"), 2, "validation"),
-    "mnli": (("premise", "hypothesis"), 3, "validation_matched"),
-}
-
-
-def _glue(task: str) -> Callable[[], RawData]:
-    fields, classes, eval_split = GLUE_TASKS[task]
-
-    def load() -> RawData:
-        """GLUE from the Hugging Face hub; its labelled validation split serves as test."""
-        try:
-            import datasets
-
-            ds = datasets.load_dataset("nyu-mll/glue", task, cache_dir=str(data_dir() / "hf"))
-        except Exception as e:
-            raise BenchError(
-                f"could not load GLUE {task} from the Hugging Face hub ({type(e).__name__}); it needs the network. "
-                "Offline, use the mr sentences"
-            ) from None
-
-        def texts(split):
-            cols = [split[f] for f in fields]
-            return list(cols[0]) if len(cols) == 1 else list(zip(*cols))
-
-        tr, te = ds["train"], ds[eval_split]
-        return RawData("text", classes, texts(tr), torch.tensor(tr["label"]), texts(te), torch.tensor(te["label"]))
-
-    return load
-
-
-for _task in GLUE_TASKS:
-    register_dataset(f"glue_{_task}")(_glue(_task))

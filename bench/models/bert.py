@@ -1,0 +1,100 @@
+"""BERT-family text classifiers via transformers: MiniLM-L6 (pretrained, offline), BERT-base, a tiny BERT."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from torch import nn
+
+from bench.fetch import missing
+from bench.models import Classifier, Exit, InputSpec, register_model
+from bench.paths import data_dir
+
+
+def minilm_dir() -> Path:
+    path = data_dir() / "minilm"
+    if not (path / "config.json").exists():
+        raise missing("minilm")
+    return path
+
+
+class BertTokenizer:
+    """bert-base-uncased WordPiece (shipped with MiniLM): shared by all our BERT-family models."""
+
+    def __init__(self, path: Path):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(path))
+
+    def __call__(self, texts, max_length: int):
+        pairs = bool(texts) and isinstance(texts[0], tuple)
+        args = (list(t[0] for t in texts), list(t[1] for t in texts)) if pairs else (list(texts),)
+        enc = self.tok(*args, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+
+def bert_tokenizer() -> BertTokenizer:
+    return BertTokenizer(Path(os.environ.get("BENCH_BERT_BASE_DIR", "")) if os.environ.get("BENCH_BERT_BASE_DIR") else minilm_dir())
+
+
+class HFClassifier(Classifier):
+    kind = "text"
+
+    def __init__(self, hf: nn.Module):
+        super().__init__()
+        self.hf = hf
+        self.base = getattr(hf, hf.base_model_prefix)
+        self.num_exits = len(self.base.encoder.layer)
+
+    def forward(self, x, mask=None):
+        return self.hf(input_ids=x, attention_mask=mask).logits
+
+    @contextlib.contextmanager
+    def _depth(self, k: int):
+        enc = self.base.encoder
+        full = enc.layer
+        enc.layer = full[:k]
+        try:
+            yield
+        finally:
+            enc.layer = full
+
+    def early_exit(self, x, mask, k):
+        """The model's own pooler and classifier applied to layer k."""
+        with self._depth(k):
+            out = self.hf(input_ids=x, attention_mask=mask, output_hidden_states=True)
+        return Exit(out.hidden_states[-1][:, 0], out.logits)
+
+
+def _hf_from(spec: InputSpec, path: Path | None, **config_kw):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, BertConfig, logging
+
+    logging.set_verbosity_error()  # "newly initialized classifier" is expected
+    logging.disable_progress_bar()
+    if path is not None:
+        return HFClassifier(AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=spec.num_classes))
+    from transformers import BertForSequenceClassification
+
+    return HFClassifier(BertForSequenceClassification(BertConfig(num_labels=spec.num_classes, **config_kw)))
+
+
+@register_model("minilm", kind="text", tokenizer=bert_tokenizer)
+def minilm(spec):
+    """all-MiniLM-L6-v2, pretrained (offline package): 6 layers, hidden 384."""
+    return _hf_from(spec, minilm_dir())
+
+
+@register_model("bert_base", kind="text", tokenizer=bert_tokenizer)
+def bert_base(spec):
+    """BERT-base: pretrained from $BENCH_BERT_BASE_DIR when given, else from its config (random init)."""
+    path = os.environ.get("BENCH_BERT_BASE_DIR")
+    return _hf_from(spec, Path(path) if path else None)
+
+
+@register_model("tiny_bert", kind="text", tokenizer=bert_tokenizer)
+def tiny_bert(spec):
+    """A 2-layer, 64-wide BERT from scratch, for fast CPU tests."""
+    return _hf_from(spec, None, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=128, max_position_embeddings=128)

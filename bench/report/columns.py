@@ -1,0 +1,216 @@
+"""Every column of the summary, in table order: one `register_metric` each."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench.report import stats
+from bench.report.metrics import (
+    CONTENTION, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell, mean_of, nan, notes, plain,
+    register_metric, relative_to_uniform, speedup_cell,
+)
+from bench.report.stats import Estimate
+
+# Time-to-target targets, per setting: name -> how the table names it.
+TARGETS = {
+    "near": "uniform's median final validation accuracy minus the suite's target_offset points",
+    "far": "uniform's median final validation accuracy minus 2 points",
+    "paper": "the paper's own target (results/paper/*.yaml `targets:`), where it gives one",
+}
+FAR_OFFSET = 2.0
+
+
+def _test_acc(g: Group) -> dict:
+    acc = g.runs["final_test_acc"].to_numpy(dtype=float)
+    lo, hi = stats.bootstrap_ci(acc)
+    return {"test_acc_mean": float(np.nanmean(acc)) if len(acc) else float("nan"),
+            "test_acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
+            "test_acc_ci_low": lo, "test_acc_ci_high": hi}
+
+
+def _test_acc_cell(r) -> str:
+    if nan(r["test_acc_mean"]):
+        return "–"
+    text = f"{100 * r['test_acc_mean']:.2f}"
+    if not nan(r["test_acc_std"]):
+        text += f" ± {100 * r['test_acc_std']:.2f} [{100 * r['test_acc_ci_low']:.2f}, {100 * r['test_acc_ci_high']:.2f}]"
+    return text
+
+
+def _vs(g: Group, against, column: str, scale: float = 1.0, speedup: bool = False) -> Estimate:
+    if against.empty:
+        return stats.NONE
+    if speedup:
+        return stats.speedup_estimate(against, g.runs, column)
+    return stats.difference_estimate(against, g.runs, column, scale)
+
+
+def _efficiency(g: Group) -> float:
+    """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup)."""
+    if g.ref.empty or "train_work_fraction" not in g.runs:
+        return float("nan")
+    ref, m = stats.pairs(g.ref, g.runs, "train_seconds")
+    _, twf = stats.pairs(g.ref, g.runs, "train_work_fraction")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = ref / m * twf
+    e = e[np.isfinite(e)]
+    return float(e.mean()) if len(e) else float("nan")
+
+
+def _ttt_per_seed(runs, target: float) -> dict[int, float]:
+    return {int(r.seed): stats.time_to_target(r.curve_val_acc, r.curve_seconds, target) for r in runs.itertuples()}
+
+
+def _ttt_seconds(name: str):
+    col = f"ttt_{name}"
+
+    def compute(g: Group) -> dict:
+        target = g.targets.get(name, float("nan"))
+        mine = _ttt_per_seed(g.runs, target) if not nan(target) else {}
+        reached = [t for t in mine.values() if not nan(t)]
+        return {f"{col}_target": target, f"{col}_s": float(np.mean(reached)) if reached else float("nan"),
+                f"{col}_reached": len(reached), f"{col}_of": len(mine)}
+
+    def cell(r) -> str:
+        if nan(r[f"{col}_target"]):
+            return "–"
+        if nan(r[f"{col}_s"]):
+            return "not reached"
+        text = f"{r[f'{col}_s']:.1f}"
+        if int(r[f"{col}_reached"]) < int(r[f"{col}_of"]):
+            text += f" ({int(r[f'{col}_reached'])}/{int(r[f'{col}_of'])} seeds)"
+        return text
+
+    return Metric(
+        f"{col}_s", f"time to {name} target (s)",
+        f"work seconds (train + search, evaluation excluded) until validation accuracy first reaches the {name} "
+        f"target ({TARGETS[name]}), read at sub-epoch probes when the run logged them (else at epoch ends); "
+        "mean over the seeds that reach it", compute, cell,
+        columns=tuple(f"{col}_{c}" for c in ("target", "s", "reached", "of")), optional=name == "paper")
+
+
+def _ttt_speedup(name: str) -> Metric:
+    def compute(g: Group) -> Estimate:
+        target = g.targets.get(name, float("nan"))
+        if nan(target) or g.ref.empty:
+            return stats.NONE
+        mine, ref = _ttt_per_seed(g.runs, target), _ttt_per_seed(g.ref, target)
+        return stats.estimate([ref[s] / t for s, t in mine.items()
+                               if s in ref and not nan(ref[s]) and not nan(t) and t > 0])
+
+    col = f"ttt_{name}_speedup"
+    return Metric(col, f"{name} target speedup",
+                  f"uniform's time to the {name} target / this row's, paired by seed over the seeds where both "
+                  "reach it, with its interval", compute, speedup_cell(col), interval=True, optional=True)
+
+
+def _paper_text(g: Group) -> str:
+    out = []
+    k = g.key
+    for f in g.paper.get("figures") or []:
+        if f.get("method") != k["method"] or k.get("control_of"):
+            continue
+        if f.get("drop") is not None and abs(float(f["drop"]) - k["drop"]) > 1e-9:
+            continue
+        if f.get("model") not in (None, k["model"]) or f.get("dataset") not in (None, k["dataset"]):
+            continue
+        v = f.get("value")
+        text = f"{f.get('metric', '')} {v:g}" if isinstance(v, (int, float)) else f"{f.get('metric', '')} {v}"
+        if f.get("note"):
+            text += f" ({f['note']})"
+        out.append(text.strip())
+    return "; ".join(out)
+
+
+def _faithful(g: Group) -> bool:
+    return bool(g.runs["faithful"].all()) and method_faithfulness(g.key["method"], g.runs)[0]
+
+
+def method_faithfulness(method: str, runs) -> tuple[bool, str]:
+    """(faithful, caveat) of the method as built with this row's parameters; the class's when it
+    no longer builds, (True, "") when it is no longer registered (its runs still count)."""
+    from bench.errors import BenchError
+    from bench.registry import METHODS
+
+    if method not in METHODS:
+        return True, ""
+    cls = METHODS.get(method)
+    obj = cls
+    try:
+        r = runs.iloc[0]
+        obj = cls.build(float(r["drop"]), json.loads(r["params"]))
+    except (BenchError, KeyError, IndexError, ValueError, TypeError):
+        pass
+    return bool(getattr(obj, "faithful", True)), str(getattr(obj, "caveat", "") or "")
+
+
+for m in [
+    Metric("n_seeds", "seeds", "seeds with a finished run (diverged ones are listed above, never counted)",
+           lambda g: len(g.runs), plain("n_seeds", "d")),
+    Metric("test_acc_mean", "test acc %",
+           "final test accuracy, mean ± std over seeds [95% percentile bootstrap interval of the mean, "
+           f"{stats.N_RESAMPLES} resamples]", _test_acc, _test_acc_cell, reads=("final_test_acc", "final_val_acc"),
+           columns=("test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high")),
+    Metric("acc_change_pts", "Δ acc vs uniform (pts)",
+           "test accuracy minus uniform's, in points, paired by seed: mean (95% bootstrap interval over seed pairs)",
+           lambda g: _vs(g, g.ref, "final_test_acc", 100.0), difference_cell("acc_change_pts"), interval=True),
+    Metric("acc_change_control_pts", "Δ acc vs control (pts)",
+           "test accuracy minus its matched random control's (same realized backward budget and shape), "
+           "in points, paired by seed, with its interval",
+           lambda g: _vs(g, g.control, "final_test_acc", 100.0), difference_cell("acc_change_control_pts"),
+           interval=True, optional=True),
+    Metric("train_speedup", "train speedup",
+           "uniform train seconds / this row's, paired by seed: mean (95% bootstrap interval; ~1: it contains 1). "
+           "Train time excludes search and evaluation",
+           lambda g: _vs(g, g.ref, "train_seconds", speedup=True), speedup_cell("train_speedup"),
+           reads=("train_seconds",), interval=True),
+    Metric("e2e_speedup", "e2e speedup",
+           "the same for end-to-end seconds (every stage: train, search, evaluation)",
+           lambda g: _vs(g, g.ref, "e2e_seconds", speedup=True), speedup_cell("e2e_speedup"),
+           reads=("e2e_seconds",), interval=True),
+    Metric("speedup_efficiency", "speedup efficiency",
+           "measured train speedup / ideal speedup, ideal = 1 / train_work_fraction (training forwards + selection "
+           "and cost-weighted partial forwards + backwards weighted by their measured cost, over uniform's); "
+           "below 1: selection overhead, small batches or fixed costs eat the gain",
+           _efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
+]:
+    register_metric(m)
+
+for name in TARGETS:
+    register_metric(_ttt_seconds(name))
+    register_metric(_ttt_speedup(name))
+
+for m in [
+    mean_of("backward_fraction", "bwd frac", ".3f", "sample backwards / (epochs × N)"),
+    mean_of("forward_fraction", "fwd frac", ".3f",
+            "(training forwards + selection forwards + partial_forward_cost × partial forwards) / (epochs × N)"),
+    mean_of("work_fraction", "work frac", ".3f",
+            "all work incl. search, cost-weighted (forwards + backward_cost_ratio × backwards, search passes "
+            "included) / uniform's (1 + backward_cost_ratio) × epochs × N", optional=True),
+    mean_of("train_work_fraction", "train work frac", ".3f", "work_fraction without search", table=False),
+    mean_of("realized_drop", "realized drop", ".3f", "1 - bwd frac", table=False),
+    mean_of("active_share", "active share", ".2f",
+            "share of steps or epochs in which a mechanism that can stay off was on (methods that have one)",
+            optional=True),
+    Metric("step_time_vs_uniform", "step time / sample vs uniform",
+           "(forward + backward + optimizer stage seconds) per sample backward, over uniform's",
+           relative_to_uniform(STEP_STAGES, "total_backwards"), plain("step_time_vs_uniform", ".2f")),
+    Metric("forward_time_vs_uniform", "fwd time / sample vs uniform",
+           "forward stage seconds per training forward, over uniform's", relative_to_uniform(FORWARD_STAGE, "total_forwards"),
+           plain("forward_time_vs_uniform", ".2f"), table=False),
+    mean_of("train_seconds", "train s", ".1f", "train seconds", table=False),
+    mean_of("e2e_seconds", "e2e s", ".1f", "end-to-end seconds", table=False),
+    mean_of("search_seconds", "search s", ".1f", "search seconds", table=False),
+    Metric("faithful", "faithful", "the method as implemented follows its paper (else see the not-faithful line)",
+           _faithful, lambda r: "yes" if r["faithful"] else "**no**"),
+    Metric("notes", "notes", "what to know before trusting the row: a mechanism that never switched on, a "
+           f"forward time per sample over {CONTENTION}× (or under 1/{CONTENTION}) uniform's (measured under "
+           "contention), partial forwards the run could not cost-weight", notes, lambda r: r["notes"] or "",
+           reads=("active_share", "partial_forward_cost"), optional=True),
+    Metric("paper", "paper", "the paper's own figures for this row (results/paper/*.yaml)", _paper_text,
+           lambda r: r["paper"] or "", optional=True),
+    mean_of("best_val_acc", "best val acc", ".4f", "best epoch-end validation accuracy", table=False),
+    mean_of("eval_seconds", "eval s", ".1f", "evaluation seconds", table=False),
+]:
+    register_metric(m)

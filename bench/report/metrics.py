@@ -1,0 +1,179 @@
+"""The summary's columns, each defined once.
+
+A `Metric` holds its summary.csv column(s), how a table row computes it from its
+runs (a `Group`), its markdown header and cell text, and the one line the legend
+prints for it. FINAL_METRICS (what `collect` reads from a run), SUMMARY_COLUMNS,
+`summary()`, the markdown table and its legend all come from METRICS. Adding a
+column is one `register_metric(Metric(...))`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from bench.report.stats import Estimate
+from bench.suite import REFERENCE
+
+CONTENTION = 1.3  # per-sample forward time this many times uniform's (or 1/x): measured under contention
+
+
+@dataclass
+class Group:
+    """One table row's runs, with what it is compared against."""
+
+    key: dict[str, Any]  # hardware, model, dataset, ..., method, variant, control_of, drop
+    runs: pd.DataFrame  # this row's runs, one per seed
+    ref: pd.DataFrame  # uniform's runs in the same setting and hardware (may be empty)
+    control: pd.DataFrame  # the matched control's runs (empty when none was run)
+    targets: dict[str, float] = field(default_factory=dict)  # target name -> validation accuracy (fraction)
+    paper: dict = field(default_factory=dict)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.key["method"] == REFERENCE and not self.key.get("control_of")
+
+    def mean(self, column: str) -> float:
+        v = self.runs[column].to_numpy(dtype=float) if column in self.runs else np.array([])
+        v = v[~np.isnan(v)]
+        return float(v.mean()) if len(v) else float("nan")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # summary.csv column; an interval adds name_ci_low, name_ci_high, name_n
+    header: str  # markdown column header
+    legend: str  # one line: exactly what the column counts
+    compute: Callable[[Group], Any]  # a value, an Estimate (interval=True) or a dict of `columns`
+    cell: Callable[[pd.Series], str]  # markdown text, from the summary row
+    reads: tuple[str, ...] = ()  # final run metrics it needs (read by collect, kept in runs.csv)
+    interval: bool = False
+    columns: tuple[str, ...] = ()  # several plain columns (compute returns a dict)
+    optional: bool = False  # left out of the markdown when no row has a value
+    table: bool = True  # False: summary.csv only
+
+    def csv_columns(self) -> tuple[str, ...]:
+        if self.columns:
+            return self.columns
+        if self.interval:
+            return (self.name, f"{self.name}_ci_low", f"{self.name}_ci_high", f"{self.name}_n")
+        return (self.name,)
+
+    def values(self, g: Group) -> dict[str, Any]:
+        v = self.compute(g)
+        if isinstance(v, Estimate):
+            return dict(zip(self.csv_columns(), (v.value, v.low, v.high, v.n)))
+        if isinstance(v, dict):
+            return {c: v.get(c, float("nan")) for c in self.csv_columns()}
+        return {self.name: v}
+
+
+METRICS: list[Metric] = []
+
+
+def register_metric(m: Metric) -> Metric:
+    if any(x.name == m.name for x in METRICS):
+        raise ValueError(f"metric {m.name!r} is registered twice")
+    METRICS.append(m)
+    return m
+
+
+def final_metrics() -> tuple[str, ...]:
+    """Run metrics `collect` reads, in the order the metrics first need them."""
+    return tuple(dict.fromkeys(r for m in METRICS for r in m.reads))
+
+
+def summary_columns() -> list[str]:
+    return [c for m in METRICS for c in m.csv_columns()]
+
+
+# -- cell text
+
+
+def is_reference(r: pd.Series) -> bool:
+    return r["method"] == REFERENCE and not r.get("control_of")
+
+
+def nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt(x, spec: str, none: str = "–") -> str:
+    return none if nan(x) else format(x, spec)
+
+
+def plain(name: str, spec: str) -> Callable[[pd.Series], str]:
+    return lambda r: fmt(r[name], spec)
+
+
+def speedup_cell(name: str) -> Callable[[pd.Series], str]:
+    """'1.05× (0.93–1.18, ~1)': the interval over seed pairs; '~1' when it contains 1."""
+
+    def cell(r: pd.Series) -> str:
+        if is_reference(r):
+            return "ref"
+        v, lo, hi, n = r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"], r[f"{name}_n"]
+        if nan(v):
+            return "–"
+        if int(n) < 2:
+            return f"{v:.2f}× (1 seed)"
+        near = ", ~1" if lo - 1e-12 <= 1.0 <= hi + 1e-12 else ""
+        return f"{v:.2f}× ({lo:.2f}–{hi:.2f}{near})"
+
+    return cell
+
+
+def difference_cell(name: str) -> Callable[[pd.Series], str]:
+    def cell(r: pd.Series) -> str:
+        if is_reference(r) and name == "acc_change_pts":
+            return "ref"
+        v, lo, hi, n = r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"], r[f"{name}_n"]
+        if nan(v):
+            return "–"
+        return f"{v:+.2f}" + (f" ({lo:+.2f} to {hi:+.2f})" if int(n) > 1 else " (1 seed)")
+
+    return cell
+
+
+def mean_of(column: str, header: str, spec: str, legend: str, **kw) -> Metric:
+    """A column that is the mean over seeds of one final run metric."""
+    return Metric(column, header, legend, lambda g: g.mean(column), plain(column, spec), reads=(column,), **kw)
+
+
+# -- per-sample times, relative to uniform's
+
+
+def _per_sample(runs: pd.DataFrame, seconds: list[str], count: str) -> float:
+    if runs.empty or count not in runs or any(s not in runs for s in seconds):
+        return float("nan")
+    per = runs[seconds].sum(axis=1, min_count=len(seconds)) / runs[count].where(runs[count] > 0)
+    return float(per.mean())
+
+
+def relative_to_uniform(seconds: list[str], count: str) -> Callable[[Group], float]:
+    return lambda g: _per_sample(g.runs, seconds, count) / _per_sample(g.ref, seconds, count)
+
+
+STEP_STAGES = ["stage_forward_seconds", "stage_backward_seconds", "stage_optimizer_seconds"]
+FORWARD_STAGE = ["stage_forward_seconds"]
+
+
+# -- notes: what a reader must know before trusting a row
+
+
+def notes(g: Group) -> str:
+    out = []
+    share = g.mean("active_share")
+    if not nan(share) and share == 0:
+        out.append("mechanism never on (active share 0)")
+    fwd = relative_to_uniform(FORWARD_STAGE, "total_forwards")(g)
+    if not nan(fwd) and (fwd > CONTENTION or fwd < 1 / CONTENTION):
+        out.append(f"measured under contention (forward time per sample {fwd:.2f}× uniform's)")
+    partial = g.mean("total_partial_forwards")
+    if not nan(partial) and partial > 0 and nan(g.mean("partial_forward_cost")):
+        out.append("partial forwards not in fwd frac (run logged no partial_forward_cost)")
+    return "; ".join(out)
+

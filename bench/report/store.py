@@ -1,0 +1,156 @@
+"""Reading a suite's runs back from MLflow into one DataFrame (never from the memory of a run).
+
+Only runs that ended FINISHED with the tag cell_status=finished are results
+(`tracking.finished_runs`, newest per cell and hardware). Diverged runs (status
+FAILED, tag cell_status=diverged) are read separately, to be listed, never as rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import tracking
+from bench.report.metrics import final_metrics
+from bench.suite import REFERENCE
+
+IDENTITY = (
+    "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of",
+    "drop", "seed", "label", "faithful", "git_commit", "config_key", "cell_key", "run_id", "start_time",
+)
+# Per-run series (lists): epoch-end values, and the curve time to target reads
+# (sub-epoch probes when the run logged them, else epoch ends).
+HISTORY_COLUMNS = ("hist_epoch", "hist_val_acc", "hist_work_seconds", "hist_e2e_seconds",
+                   "curve_val_acc", "curve_seconds", "curve_kind")
+SORT = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "drop", "seed"]
+
+
+def setting_of(cfg) -> str:
+    """A setting (everything a cell computes but method, its parameters, drop and seed) is
+    named by the config_key of its uniform cell at seed 0."""
+    return cfg.replace(method=REFERENCE, params={}, drop=0.0, seed=0).config_key()
+
+
+def variant_of(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={params[k]}" for k in sorted(params))
+
+
+def _bool(v: Any) -> bool:
+    return str(v).strip().lower() not in ("false", "0", "no")
+
+
+def _scan(suite) -> tuple[set[str], list]:
+    """Hardware names that ran any of the suite's cells, and the suite's diverged runs.
+    One pass over the experiment: MLflow's filter has no IN for tags."""
+    keys = {cfg.config_key() for cfg in suite.cells()}
+    c, exp = tracking.client(), tracking.experiment_id()
+    hardware, diverged, token = set(), [], None
+    while True:
+        page = c.search_runs([exp], filter_string="", max_results=1000, page_token=token)
+        for run in page:
+            t = run.data.tags
+            if t.get("config_key") not in keys:
+                continue
+            hardware.add(t.get("hardware", "unknown"))
+            if run.info.status == "FAILED" and t.get("cell_status") == "diverged":
+                diverged.append(run)
+        token = page.token
+        if not token:
+            return hardware, diverged
+
+
+def _finished(suite) -> list[tuple[Any, Any]]:
+    """(cfg, run) for every finished run of the suite's cells, on every hardware that ran one."""
+    hardware, _ = _scan(suite)
+    wanted = {cfg.key(hw): cfg for cfg in suite.cells() for hw in sorted(hardware)}
+    found = tracking.finished_runs(list(wanted))
+    return [(wanted[k], run) for k, run in found.items()]
+
+
+def _series(c, run_id: str, name: str) -> dict[int, float]:
+    by_step: dict[int, float] = {}
+    for m in sorted(c.get_metric_history(run_id, name), key=lambda m: (m.step, m.timestamp)):
+        by_step[m.step] = m.value
+    return by_step
+
+
+def _history(c, run_id: str, epochs: int) -> dict[str, Any]:
+    """Epoch-end values (steps 0..epochs-1; the final metrics sit at step=epochs) and probes."""
+    s = {n: _series(c, run_id, n) for n in ("val_acc", "train_seconds", "search_seconds", "e2e_seconds",
+                                            "probe_val_acc", "probe_train_seconds")}
+    steps = sorted(k for k in s["val_acc"] if 0 <= k < epochs)
+    nan = float("nan")
+    train = [s["train_seconds"].get(k, nan) for k in steps]
+    search = [s["search_seconds"].get(k, 0.0) for k in steps]
+    out = {
+        "hist_epoch": steps,
+        "hist_val_acc": [s["val_acc"][k] for k in steps],
+        "hist_work_seconds": [a + b for a, b in zip(train, search)],
+        "hist_e2e_seconds": [s["e2e_seconds"].get(k, nan) for k in steps],
+    }
+    probes = sorted(set(s["probe_val_acc"]) & set(s["probe_train_seconds"]))
+    if probes:
+        acc = [s["probe_val_acc"][k] for k in probes]
+        sec = [s["probe_train_seconds"][k] + _search_by(s["probe_train_seconds"][k], train, search) for k in probes]
+        out.update(curve_val_acc=acc, curve_seconds=sec, curve_kind="probes")
+    else:
+        out.update(curve_val_acc=out["hist_val_acc"], curve_seconds=out["hist_work_seconds"], curve_kind="epochs")
+    return out
+
+
+def _search_by(train_at_probe: float, train: list[float], search: list[float]) -> float:
+    """Search seconds up to the end of the epoch a probe falls in (search runs at epoch starts,
+    so this counts all search done before the probe, and at worst that epoch's search early)."""
+    for t, s in zip(train, search):
+        if not math.isnan(t) and t >= train_at_probe - 1e-9:
+            return s
+    return search[-1] if search else 0.0
+
+
+def collect(suite) -> pd.DataFrame:
+    """One row per finished run of the suite's cells: identity, final metrics, histories."""
+    wanted = final_metrics()
+    c = tracking.client()
+    rows = []
+    for cfg, run in _finished(suite):
+        t, m = run.data.tags, run.data.metrics
+        rows.append({
+            "hardware": t.get("hardware", "unknown"), "model": cfg.model, "dataset": cfg.dataset,
+            "label_noise": float(cfg.label_noise), "epochs": int(cfg.epochs), "setting": setting_of(cfg),
+            "method": cfg.method, "variant": variant_of(cfg.params),
+            "params": json.dumps(cfg.params, sort_keys=True, default=str),
+            "control_of": str(cfg.params.get("control_of") or t.get("control_of") or ""),
+            "drop": float(cfg.drop), "seed": int(cfg.seed), "label": cfg.label,
+            "faithful": _bool(t.get("faithful", True)), "git_commit": t.get("git_commit", "unknown"),
+            "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,
+            "start_time": int(run.info.start_time or 0),
+            **{k: float(m.get(k, np.nan)) for k in wanted},
+            **{k: float(v) for k, v in m.items() if k.startswith(("stage_", "total_"))},
+            **_history(c, run.info.run_id, int(cfg.epochs)),
+        })
+    df = pd.DataFrame(rows)
+    extra = sorted(set(df.columns) - set(IDENTITY) - set(wanted) - set(HISTORY_COLUMNS)) if rows else []
+    df = df.reindex(columns=list(IDENTITY) + list(wanted) + extra + list(HISTORY_COLUMNS))
+    if rows:
+        df = df.sort_values(SORT, kind="stable").reset_index(drop=True)
+    return df
+
+
+def diverged(suite) -> pd.DataFrame:
+    """The suite's diverged runs whose cell has no finished run on that hardware: label, epoch, step."""
+    _, runs = _scan(suite)
+    cfgs = {cfg.config_key(): cfg for cfg in suite.cells()}
+    finished = tracking.finished_runs([r.data.tags.get("cell_key", "") for r in runs]) if runs else {}
+    rows = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        t = run.data.tags
+        if t.get("cell_key") in finished:
+            continue
+        cfg = cfgs[t["config_key"]]
+        rows[t.get("cell_key")] = {"hardware": t.get("hardware", "unknown"), "label": cfg.label,
+                                   "method": cfg.method, "drop": float(cfg.drop), "seed": int(cfg.seed),
+                                   "epoch": t.get("diverged_epoch", "?"), "step": t.get("diverged_step", "?")}
+    return pd.DataFrame(list(rows.values()), columns=["hardware", "label", "method", "drop", "seed", "epoch", "step"])

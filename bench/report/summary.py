@@ -1,0 +1,104 @@
+"""One summary row per hardware x setting x method x variant x drop, every column from METRICS."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.report import columns
+from bench.report.metrics import METRICS, Group, summary_columns
+from bench.suite import REFERENCE
+
+GROUP = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_of", "drop"]
+
+
+def all_columns() -> list[str]:
+    return GROUP + summary_columns()
+
+
+def check_paper(paper: dict, suite_name: str) -> None:
+    figs = paper.get("figures", [])
+    if not isinstance(figs, list) or any(not isinstance(f, dict) or not {"method", "metric", "value"} <= set(f)
+                                         for f in figs):
+        raise BenchError(f"suite {suite_name}: paper figures must be a list of {{method, metric, value, [drop, model, "
+                         f"dataset, note]}} (see bench/report/__init__.py)")
+    tgts = paper.get("targets", [])
+    if not isinstance(tgts, list) or any(not isinstance(t, dict) or not isinstance(t.get("val_acc"), (int, float))
+                                         for t in tgts):
+        raise BenchError(f"suite {suite_name}: paper targets must be a list of {{val_acc: percent, [model, dataset, "
+                         f"note]}} (see bench/report/__init__.py)")
+
+
+def paper_target(paper: dict, model: str, dataset: str) -> float:
+    for t in paper.get("targets") or []:
+        if t.get("model") in (None, model) and t.get("dataset") in (None, dataset):
+            return float(t["val_acc"]) / 100.0
+    return float("nan")
+
+
+def targets(ref: pd.DataFrame, suite, model: str, dataset: str) -> dict[str, float]:
+    """Validation accuracies (fractions) each time-to-target column aims at, for one setting."""
+    base = float(ref["final_val_acc"].median()) if len(ref) else float("nan")
+    return {"near": base - float(suite.target_offset) / 100.0, "far": base - columns.FAR_OFFSET / 100.0,
+            "paper": paper_target(suite.paper or {}, model, dataset)}
+
+
+def _rank(r: pd.Series) -> tuple:
+    """uniform first, then random_subset, then methods by name, each method's matched control after it."""
+    owner = r["control_of"] or r["method"]
+    return ({REFERENCE: 0, "random_subset": 1}.get(owner, 2), owner, bool(r["control_of"]), r["variant"], r["drop"])
+
+
+def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
+    """One row per (hardware, setting, method, variant, drop); the columns are METRICS' (see the legend)."""
+    paper = suite.paper or {}
+    check_paper(paper, suite.name)
+    if df.empty:
+        return pd.DataFrame(columns=all_columns())
+    if "control_of" not in df:  # a frame built by hand, before controls existed
+        df = df.assign(control_of="")
+    rows = []
+    for (hw, setting), runs in df.groupby(["hardware", "setting"], sort=True):
+        ref = runs[(runs["method"] == REFERENCE) & (runs["control_of"] == "")]
+        first = runs.iloc[0]
+        tg = targets(ref, suite, first["model"], first["dataset"])
+        for key, g in runs.groupby(GROUP, sort=True, dropna=False):
+            k = dict(zip(GROUP, key))
+            control = runs[(runs["control_of"] == k["method"]) & np.isclose(runs["drop"], k["drop"])] \
+                if not k["control_of"] else runs.iloc[:0]
+            group = Group(k, g.sort_values("seed"), ref, control, tg, paper)
+            row = dict(k)
+            for m in METRICS:
+                row.update(m.values(group))
+            rows.append(row)
+    out = pd.DataFrame(rows).reindex(columns=all_columns())
+    order = sorted(range(len(out)), key=lambda i: (
+        tuple(out.iloc[i][c] for c in GROUP[:6]), _rank(out.iloc[i])))
+    return out.iloc[order].reset_index(drop=True)
+
+
+def panel_labels(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """A readable, unique name per (hardware, setting): model/dataset, noise, epochs, hardware as needed."""
+    multi_hw, multi_ep = df["hardware"].nunique() > 1, df["epochs"].nunique() > 1
+    out = {}
+    for (hw, setting), g in df.groupby(["hardware", "setting"], sort=True):
+        r = g.iloc[0]
+        label = f"{r['model']}/{r['dataset']}"
+        if r["label_noise"]:
+            label += f" noise {r['label_noise']:g}"
+        if multi_ep:
+            label += f" E={int(r['epochs'])}"
+        if multi_hw:
+            label += f" [{hw}]"
+        out[(hw, setting)] = label
+    seen: dict[str, int] = {}
+    for v in out.values():
+        seen[v] = seen.get(v, 0) + 1
+    return {k: (v if seen[v] == 1 else f"{v} #{k[1][:6]}") for k, v in out.items()}
+
+
+def row_name(r, several_variants: bool = False) -> str:
+    """How a row's method reads: its variant when the method has several, its role when it is a control."""
+    variant = ",".join(p for p in str(r["variant"] or "").split(",") if p and not p.startswith("control_of="))
+    name = r["method"] + (f" ({variant})" if several_variants and variant else "")
+    return f"{name} [control for {r['control_of']}]" if r["control_of"] else name
