@@ -23,6 +23,7 @@ from bench.data import load_data
 from bench.device import hardware_name, pick_device
 from bench.engine import EpochRecord, Trainer, planned_steps
 from bench.errors import BenchError, Diverged, StoreError
+from bench.method import call_hook
 from bench.models import InputSpec, create_model, tokenizer_for
 from bench.paths import PROJECT_ROOT, checkpoint_dir
 from bench.timing import HARNESS, STAGES
@@ -207,7 +208,7 @@ def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord])
         "forward_fraction": (totals.forwards + totals.selection_forwards) / budget,
         "realized_drop": 1 - totals.backwards / budget,
     }
-    share = trainer.method.active_share()
+    share = call_hook(trainer.method, "active_share")
     if share is not None:
         final["active_share"] = share
     return final

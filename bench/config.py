@@ -108,6 +108,7 @@ class CellConfig:
     def build_method(self):
         """The cell's method, built and checked once: the names exist, its parameters are valid,
         it has a drop knob when drop > 0, and it would act in this many epochs (Method.refuse)."""
+        from bench.method import call_hook
         from bench.registry import METHODS
 
         self.check_names()
@@ -115,7 +116,7 @@ class CellConfig:
         if self.drop > 0 and not cls.uses_drop:
             raise BenchError(f"method {self.method} has no drop ratio (drop={self.drop:g}); run it at drop 0")
         method = cls.build(self.drop, dict(self.params))
-        why = method.refuse(self.epochs)
+        why = call_hook(method, "refuse", self.epochs)
         if why:
             raise BenchError(f"{self.label}: {why}")
         return method

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from bench.method import Context, Method, Scores
+from bench.method import Context, Method, Scores, call_hook
 
 
 @dataclass
@@ -84,7 +84,7 @@ class HarnessContext(Context):
         with tr.timer.exclusive("search"):
             seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
             sub = HarnessContext(tr, method.drop, epochs, seed, model=copy.deepcopy(self.model))
-            method.setup(sub)
+            call_hook(method, "setup", sub)
             tr.train_copy(method, sub, epochs)
             acc, _ = tr.evaluate(tr.val, sub.model)
             tr.timer.flush()

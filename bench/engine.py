@@ -18,7 +18,7 @@ from bench.context import Counts, HarnessContext
 from bench.data import Data, FileImages, Split
 from bench.device import hardware_name, pick_device
 from bench.errors import Diverged
-from bench.method import Batch, Method, Scores
+from bench.method import Batch, Method, Scores, call_hook, checked_batches
 from bench.models import Classifier
 from bench.timing import StageTimer
 from bench.workload import OPTIMIZERS, WORKLOADS, Schedule
@@ -96,7 +96,7 @@ class Trainer:
         if method is not None:
             self.method = method
             self.ctx = HarnessContext(self, cfg.drop, cfg.epochs, cfg.seed, self.counts, artifact_sink)
-            method.setup(self.ctx)
+            call_hook(method, "setup", self.ctx)
             self.planned_steps = planned_steps(method, cfg.epochs)
             self.loop = self._loop(method, self.model, self.step_model, cfg.epochs, self.counts)
 
@@ -188,10 +188,10 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         with t.stage("bookkeeping"):
-            method.start_epoch(epoch)
+            call_hook(method, "start_epoch", epoch)
             # re-plan the schedule from what the method now knows of its remaining epochs
             loop.schedule.replan(loop.sched.last_epoch + planned_steps(method, loop.schedule.epochs, start=epoch))
-        it = iter(method.batches(epoch))
+        it = checked_batches(method, epoch, len(self.train))
         while True:
             with t.stage("selection"):
                 batch = next(it, None)
@@ -206,12 +206,12 @@ class Trainer:
                 if self.cuda:
                     first_bad = torch.where((first_bad < 0) & bad, loop.counts.steps, first_bad)
             with t.stage("bookkeeping"):
-                method.observe(batch, logits, losses)
+                call_hook(method, "observe", batch, logits, losses)
             t.flush()
             if on_step:
                 on_step()
         with t.stage("bookkeeping"):
-            method.end_epoch(epoch)
+            call_hook(method, "end_epoch", epoch)
         return loss_sum, first_bad
 
     def train_epoch(self, epoch: int, on_step=None) -> EpochRecord:
@@ -292,7 +292,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(), "opt": self.loop.opt.state_dict(), "sched": self.loop.sched.state_dict(),
-            "schedule": dict(vars(self.loop.schedule)), "method": self.method.state_dict(),
+            "schedule": dict(vars(self.loop.schedule)), "method": call_hook(self.method, "state_dict"),
             "ctx_gen": self.ctx.generator.get_state(), "aug_gen": self.aug_gen.get_state(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
             "counts": self.counts.as_dict(), "timer": self.timer.state_dict(),
@@ -303,7 +303,7 @@ class Trainer:
         self.loop.opt.load_state_dict(state["opt"])
         self.loop.sched.load_state_dict(state["sched"])
         vars(self.loop.schedule).update(state["schedule"])
-        self.method.load_state_dict(state["method"])
+        call_hook(self.method, "load_state_dict", state["method"])
         self.ctx.generator.set_state(state["ctx_gen"])
         self.aug_gen.set_state(state["aug_gen"])
         torch.set_rng_state(state["rng"])
@@ -314,4 +314,4 @@ class Trainer:
 
 
 def planned_steps(method: Method, epochs: int, start: int = 0) -> int:
-    return sum(method.steps_in_epoch(e) for e in range(start, epochs))
+    return sum(call_hook(method, "steps_in_epoch", e) for e in range(start, epochs))
