@@ -74,7 +74,8 @@ class Suite:
                     for m in methods:
                         if only_methods and m.name not in only_methods and m.name != REFERENCE:
                             continue
-                        no_drop = m.name == REFERENCE or (m.name in METHODS and not METHODS.get(m.name).uses_drop)
+                        cls = METHODS.get(m.name) if m.name in METHODS else None
+                        no_drop = m.name == REFERENCE or not getattr(cls, "uses_drop", True)
                         drops = (0.0,) if no_drop else b.drops
                         for drop in drops:
                             for seed in b.seeds:
