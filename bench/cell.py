@@ -19,6 +19,7 @@ import torch
 
 from bench import tracking
 from bench.config import CellConfig
+from bench.costs import PassCosts
 from bench.data import load_data
 from bench.device import hardware_name, pick_device
 from bench.engine import EpochRecord, Trainer, planned_steps
@@ -197,6 +198,7 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
 
 def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]) -> dict[str, float]:
     totals, last, budget = trainer.counts, history[-1], cfg.epochs * len(trainer.train)
+    work = work_metrics(trainer, budget)
     final = {
         "final_val_acc": last.val_acc, "final_test_acc": last.test_acc,
         "best_val_acc": max(h.val_acc for h in history),
@@ -205,13 +207,35 @@ def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord])
         **{f"stage_{s}_seconds": trainer.timer.totals[s] for s in STAGES + ("other",)},
         **{f"total_{k}": v for k, v in totals.as_dict().items()},
         "backward_fraction": totals.backwards / budget,
-        "forward_fraction": (totals.forwards + totals.selection_forwards) / budget,
         "realized_drop": 1 - totals.backwards / budget,
+        **work,
     }
     share = call_hook(trainer.method, "active_share")
     if share is not None:
         final["active_share"] = share
     return final
+
+
+def work_metrics(trainer: Trainer, budget: int) -> dict[str, float]:
+    """Work weighted by what each pass costs against a full forward (torch's flop counter,
+    on a few training samples): uniform does (1 + b) x budget, b = backward_cost_ratio."""
+    c, exits = trainer.counts, trainer.ctx.exits
+    x, mask, y = trainer.inputs(trainer.train, torch.arange(min(8, len(trainer.train))))
+    rng = torch.get_rng_state()  # dropout in the counted passes must not move the seeded stream
+    costs = PassCosts(trainer.model, x, mask, y)
+    partial = sum(n * costs.partial(k) for k, n in exits.items()) / sum(exits.values()) if exits else 0.0
+    torch.set_rng_state(rng)
+    b = costs.backward
+    forwards = c.forwards + c.selection_forwards + partial * c.partial_forwards
+    train_work = (forwards + b * c.backwards) / ((1 + b) * budget)
+    out = {
+        "backward_cost_ratio": b, "forward_fraction": forwards / budget, "train_work_fraction": train_work,
+        "work_fraction": train_work + (c.search_forwards + b * c.search_backwards) / ((1 + b) * budget),
+        "ideal_speedup": 1 / train_work if train_work > 0 else float("nan"),
+    }
+    if exits:
+        out["partial_forward_cost"] = partial
+    return out
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ class HarnessContext(Context):
         self.device = trainer.device
         self.model = model if model is not None else trainer.model
         self.counts = counts if counts is not None else Counts()
+        self.exits: dict[int, int] = {}  # samples passed through each early exit k (their cost depends on k)
         self.artifact_sink = artifact_sink  # set once the run is open
 
     def score(self, indices: torch.Tensor) -> Scores:
@@ -63,6 +64,7 @@ class HarnessContext(Context):
     @torch.no_grad()
     def early_exit(self, indices: torch.Tensor, k: int):
         self.counts.partial_forwards += len(indices)
+        self.exits[k] = self.exits.get(k, 0) + len(indices)
         tr = self.trainer
         x, mask, _ = tr.inputs(tr.train, indices)
         self.model.eval()

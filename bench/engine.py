@@ -295,7 +295,7 @@ class Trainer:
             "schedule": dict(vars(self.loop.schedule)), "method": call_hook(self.method, "state_dict"),
             "ctx_gen": self.ctx.generator.get_state(), "aug_gen": self.aug_gen.get_state(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
-            "counts": self.counts.as_dict(), "timer": self.timer.state_dict(),
+            "counts": self.counts.as_dict(), "exits": dict(self.ctx.exits), "timer": self.timer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -310,6 +310,7 @@ class Trainer:
         if self.cuda and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         self.counts.load(state["counts"])
+        self.ctx.exits = dict(state["exits"])
         self._resumed_clock = state["timer"]
 
 

@@ -43,6 +43,21 @@ def test_uniform_backpropagates_every_sample(store):
     res = run_cell(tiny_cell(), log=lambda *_: None)
     assert res.metrics["backward_fraction"] == 1.0
     assert res.metrics["total_backwards"] == 2 * 256
+    m = res.metrics
+    assert m["train_work_fraction"] == pytest.approx(1.0) and m["work_fraction"] == pytest.approx(1.0)
+    assert m["ideal_speedup"] == pytest.approx(1.0) and m["backward_cost_ratio"] > 1
+    assert "partial_forward_cost" not in m and "active_share" not in m
+
+
+def test_early_exit_passes_are_charged_at_their_cost(store):
+    m = run_cell(tiny_cell(method="sift", drop=0.5), log=lambda *_: None).metrics
+    assert 0 < m["partial_forward_cost"] < 1 and m["total_partial_forwards"] > 0
+    assert m["forward_fraction"] == pytest.approx(
+        (m["total_forwards"] + m["partial_forward_cost"] * m["total_partial_forwards"]) / (2 * 256))
+    assert m["forward_fraction"] > m["backward_fraction"]
+    b = m["backward_cost_ratio"]
+    assert m["train_work_fraction"] == pytest.approx((m["forward_fraction"] + b * m["backward_fraction"]) / (1 + b))
+    assert m["ideal_speedup"] == pytest.approx(1 / m["train_work_fraction"])
 
 
 def test_schedule_fully_decays_over_planned_steps_and_never_raises():
