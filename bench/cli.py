@@ -66,7 +66,11 @@ def cmd_run(a) -> int:
         eval_limit=a.eval_limit, label_noise=a.label_noise, max_length=a.max_length, compile=a.compile,
         device=a.device, progress=not a.no_progress,
     )
-    result = run_cell(cfg)
+    try:
+        result = run_cell(cfg)
+    except Diverged as e:
+        print(f"diverged: {cfg.label}: {e}; recorded as diverged, not as a result (try a lower --lr)", file=sys.stderr)
+        return 1
     print(result.summary(cfg))
     return 0
 
