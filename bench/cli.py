@@ -1,11 +1,25 @@
-"""Command line: `python -m bench {run,list,fetch}`. Bad input: one line on stderr, exit 2."""
+"""Command line: `python -m bench {run,list,fetch,suite,...}`.
+
+Bad input or an unusable store: one line on stderr, exit 2. A diverged cell: one
+line, exit 1. Ctrl-C or SIGTERM: the run is marked killed, finished epochs stay
+checkpointed, exit 130 (143 for SIGTERM).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Diverged, Terminated
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line with a pointer to --help, not a usage block."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -52,7 +66,11 @@ def cmd_run(a) -> int:
         eval_limit=a.eval_limit, label_noise=a.label_noise, max_length=a.max_length, compile=a.compile,
         device=a.device, progress=not a.no_progress,
     )
-    result = run_cell(cfg)
+    try:
+        result = run_cell(cfg)
+    except Diverged as e:
+        print(f"diverged: {cfg.label}: {e}; recorded as diverged, not as a result (try a lower --lr)", file=sys.stderr)
+        return 1
     print(result.summary(cfg))
     return 0
 
@@ -97,12 +115,13 @@ def _finish_suite(suite, outcome, highlight=None) -> int:
                 print(report.render(report.summary(report.collect(suite), suite), highlight=highlight))
         except BenchError as e:
             print(f"no tables: {e}", file=sys.stderr)
-    if outcome.failed:
-        print(f"{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
-        for cfg, err in outcome.failed:
-            print(f"  {cfg.label}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    for what, cells in (("diverged (recorded as such, never as results)", outcome.diverged),
+                        ("failed", outcome.failed)):
+        if cells:
+            print(f"{len(cells)} cell(s) {what}:", file=sys.stderr)
+            for cfg, err in cells:
+                print(f"  {cfg.label}: {err}", file=sys.stderr)
+    return 1 if outcome.failed or outcome.diverged else 0
 
 
 def cmd_suite(a) -> int:
@@ -146,7 +165,7 @@ def cmd_regress(a) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark harness for data-efficient training.")
+    p = _Parser(prog="python -m bench", description="Benchmark harness for data-efficient training.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train one cell and log it to MLflow")
     _add_cell_args(r)
@@ -159,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_fetch)
     s = sub.add_parser("suite", help="run every cell of a suite (finished cells are skipped), then write its tables")
     s.add_argument("suite", nargs="?", default="quick", help="a name in results/suites/ or a path to a .yaml file")
-    s.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    s.add_argument("--dry-run", action="store_true", help="validate the suite, list its cells and exit")
     s.set_defaults(fn=cmd_suite)
     c = sub.add_parser("compare", help="run one method's cells of a suite and print its rows beside the others")
     c.add_argument("method")
@@ -175,13 +194,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.fn(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished epochs are checkpointed; run the same command again to resume", file=sys.stderr)
-        return 130
+    except Diverged as e:
+        print(f"diverged: {e}; the run is recorded as diverged, not as a result (try a lower --lr)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}: finished epochs are checkpointed; run the same command again to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,13 +4,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
 
-# Fields that say where or how fast a cell runs, not what it computes: kept out of the key.
+# Fields that say where or how fast a cell runs, not what it computes: kept out of the keys.
 _NOT_IN_KEY = ("device", "progress")
+# The Python type each field must hold (YAML and the command line give typed values; None where allowed).
+_TYPES = {"model": str, "dataset": str, "method": str, "params": dict, "drop": float, "epochs": int, "seed": int,
+          "batch_size": int, "optimizer": str, "lr": float, "weight_decay": float, "train_limit": int,
+          "eval_limit": int, "label_noise": float, "val_fraction": float, "max_length": int, "compile": bool,
+          "device": str, "progress": bool}
+_OPTIONAL = ("lr", "weight_decay", "train_limit", "eval_limit")
+DEVICE_FORMAT = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def _type_error(name: str, value, want: type) -> str | None:
+    if value is None and name in _OPTIONAL:
+        return None
+    ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        return None
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a name", dict: "a mapping"}[want]
+    return f"{name} must be {kind}, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,10 @@ class CellConfig:
         def bad(what: str, fix: str):
             raise BenchError(f"{what}; {fix}")
 
+        for name, want in _TYPES.items():
+            wrong = _type_error(name, getattr(self, name), want)
+            if wrong:
+                raise BenchError(wrong)
         if not 0.0 <= float(self.drop) < 1.0:
             bad(f"drop ratio {self.drop} is outside [0, 1)", "give a value such as 0.5 (0 trains on all data)")
         if int(self.epochs) < 1:
@@ -57,8 +81,14 @@ class CellConfig:
                 bad(f"{name} must be at least 10, got {v}", f"raise --{name.replace('_', '-')} or leave it out")
         if self.optimizer not in ("auto", "sgd", "adamw"):
             bad(f"unknown optimizer {self.optimizer!r}", "use auto, sgd or adamw")
-        if not isinstance(self.params, dict):
-            bad(f"method parameters must be a mapping, got {type(self.params).__name__}", "write them as key: value")
+        if self.lr is not None and not 0 < self.lr < float("inf"):
+            bad(f"learning rate must be positive, got {self.lr}", "pass --lr such as 0.05, or leave it out for the default")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            bad(f"weight decay must be 0 or more, got {self.weight_decay}", "pass a value such as 5e-4, or leave it out")
+        if self.max_length < 2:
+            bad(f"max_length must be at least 2 tokens ([CLS] and [SEP]), got {self.max_length}", "pass --max-length 32 or more")
+        if not DEVICE_FORMAT.fullmatch(self.device):
+            bad(f"unknown device {self.device!r}", "use auto, cpu, cuda or cuda:N")
 
     @property
     def label(self) -> str:
@@ -67,10 +97,29 @@ class CellConfig:
 
     def check_names(self) -> None:
         """Unknown model, dataset or method: one line listing the known ones."""
-        from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_models
+        from bench import registry
 
-        list_models(), list_datasets()
-        MODELS.get(self.model), DATASETS.get(self.dataset), METHODS.get(self.method)
+        for known, reg, name in ((registry.list_models, registry.MODELS, self.model),
+                                 (registry.list_datasets, registry.DATASETS, self.dataset),
+                                 (registry.list_methods, registry.METHODS, self.method)):
+            if name not in known():
+                reg.get(name)  # raises the one-line error with the known names
+
+    def build_method(self):
+        """The cell's method, built and checked once: the names exist, its parameters are valid,
+        it has a drop knob when drop > 0, and it would act in this many epochs (Method.refuse)."""
+        from bench.method import call_hook
+        from bench.registry import METHODS
+
+        self.check_names()
+        cls = METHODS.get(self.method)
+        if self.drop > 0 and not cls.uses_drop:
+            raise BenchError(f"method {self.method} has no drop ratio (drop={self.drop:g}); run it at drop 0")
+        method = cls.build(self.drop, dict(self.params))
+        why = call_hook(method, "refuse", self.epochs)
+        if why:
+            raise BenchError(f"{self.label}: {why}")
+        return method
 
     def identity(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -78,15 +127,19 @@ class CellConfig:
             d.pop(k)
         return d
 
-    def config_key(self) -> str:
-        """Hash of what the cell computes, on any hardware: tables group runs by it."""
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+    def _hash(self, **extra) -> str:
+        blob = json.dumps({**self.identity(), **extra}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def key(self, hardware: str) -> str:
-        """Hash of what the cell computes and where: a finished key is never run again."""
-        blob = json.dumps({**self.identity(), "hardware": hardware}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """The cell's identity in the store (tag `cell_key`, checkpoint file name): what it computes
+        and on which hardware. A finished key is never run again."""
+        return self._hash(hardware=hardware)
+
+    def config_key(self) -> str:
+        """What the cell computes on any hardware (tag `config_key`): tables group a cell's runs
+        from several machines by it. Not an identity in the store."""
+        return self._hash()
 
     def replace(self, **changes) -> "CellConfig":
         return dataclasses.replace(self, **changes)

@@ -8,76 +8,75 @@ device as uint8 and are cropped and flipped there (airbench style).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from bench.config import CellConfig
+from bench.context import Counts, HarnessContext
 from bench.data import Data, FileImages, Split
-from bench.method import Batch, Context, Method, Scores
+from bench.device import hardware_name, pick_device
+from bench.errors import Diverged
+from bench.method import Batch, Method, Scores, call_hook, checked_batches
 from bench.models import Classifier
 from bench.timing import StageTimer
+from bench.workload import OPTIMIZERS, WORKLOADS, Schedule
+
+__all__ = ["Counts", "EpochRecord", "HarnessContext", "Schedule", "Trainer", "hardware_name", "pick_device",
+           "planned_steps"]
 
 
 @dataclass
-class Counts:
-    """Realized per-sample work. Selection passes are counted, never hidden."""
+class EpochRecord:
+    """One epoch's results: what is logged at step = epoch."""
 
-    forwards: int = 0  # training forwards
-    backwards: int = 0
-    selection_forwards: int = 0  # full no-grad scoring passes (ctx.score)
-    partial_forwards: int = 0  # early-exit passes through the first k stages
-    search_forwards: int = 0  # inside trials (search)
-    search_backwards: int = 0
-    steps: int = 0
+    epoch: int
+    val_acc: float
+    val_loss: float
+    test_acc: float
+    train_loss: float
+    train_seconds: float
+    search_seconds: float
+    eval_seconds: float
+    e2e_seconds: float
+    lr: float
+    counts: Counts  # this epoch's work only
 
-    def add(self, other: "Counts") -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+    def metrics(self) -> dict[str, float]:
+        d = asdict(self)
+        d.pop("epoch"), d.pop("counts")
+        return {**d, **{f"epoch_{k}": v for k, v in self.counts.as_dict().items()}}
 
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+    @classmethod
+    def from_dict(cls, d: dict) -> "EpochRecord":
+        return cls(**{**d, "counts": Counts(**d["counts"])})
 
 
-class Schedule:
-    """LR factor per optimizer step, planned for the steps the method will take.
-    `total` is re-planned each epoch (methods that drop data by loss only know their
-    next epoch's size then); steps past the plan stay at the final value."""
+@dataclass
+class Loop:
+    """What one training run steps: the cell's own, or a search trial's copy."""
 
-    def __init__(self, kind: str, total_steps: int, epochs: int = 1):
-        self.kind, self.total, self.epochs = kind, max(1, total_steps), epochs
-
-    def __call__(self, step: int) -> float:
-        total = self.total
-        warm = max(1, round((0.2 if self.kind == "sgd" else 0.1) * total))
-        s = min(step, total)
-        if s < warm:
-            return (0.1 + 0.9 * s / warm) if self.kind == "sgd" else s / warm
-        return max(0.0, (total - s) / max(1, total - warm))
-
-
-def schedule(kind: str, total_steps: int, epochs: int = 1) -> Schedule:
-    return Schedule(kind, total_steps, epochs)
+    method: Method
+    model: torch.nn.Module
+    step_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    schedule: Schedule
+    sched: torch.optim.lr_scheduler.LambdaLR
+    counts: Counts
 
 
 class Trainer:
-    def __init__(self, cfg: CellConfig, data: Data, model: Classifier, device: torch.device, timer: StageTimer):
-        self.cfg, self.data, self.device, self.timer = cfg, data, device, timer
+    """One cell's training: model, optimizer, schedule, generators, clock and one Counts.
+
+    Built without a method it only places data and evaluates (tests of a method's
+    pieces build their own context on it)."""
+
+    def __init__(self, cfg: CellConfig, data: Data, model: Classifier, device: torch.device,
+                 timer: StageTimer | None = None, *, method: Method | None = None, artifact_sink=None):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.timer = timer or StageTimer(device)
+        self.workload = WORKLOADS[data.kind]
         self.model = model.to(device)
         self.cuda = device.type == "cuda"
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
@@ -89,8 +88,17 @@ class Trainer:
         if data.kind == "image":
             self.mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
             self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-        self.aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7)
-        self.optimizer_kind = cfg.optimizer if cfg.optimizer != "auto" else ("adamw" if data.kind == "text" else "sgd")
+        self.aug_seed = cfg.seed + self.workload.augment_seed_offset
+        self.aug_gen = torch.Generator(device=device).manual_seed(self.aug_seed)
+        self.optimizer_kind = cfg.optimizer if cfg.optimizer != "auto" else self.workload.optimizer
+        self.counts = Counts()
+        self._resumed_clock: dict | None = None
+        if method is not None:
+            self.method = method
+            self.ctx = HarnessContext(self, cfg.drop, cfg.epochs, cfg.seed, self.counts, artifact_sink)
+            call_hook(method, "setup", self.ctx)
+            self.planned_steps = planned_steps(method, cfg.epochs)
+            self.loop = self._loop(method, self.model, self.step_model, cfg.epochs, self.counts)
 
     # -- data
 
@@ -121,9 +129,9 @@ class Trainer:
         return x, mask, y
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Random crop (reflect-padded by size/8) and, where labels allow, horizontal flip."""
+        """Random crop (reflect-padded by about size/14) and, where labels allow, horizontal flip."""
         n, _, h, w = x.shape
-        p = max(1, h // 14)
+        p = max(1, h // self.workload.crop_pad_divisor)
         padded = F.pad(x, (p, p, p, p), mode="reflect")
         dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device, generator=self.aug_gen)
         dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device, generator=self.aug_gen)
@@ -136,72 +144,103 @@ class Trainer:
             out = torch.where(flip, out.flip(3), out)
         return out
 
-    # -- optimizer
+    # -- optimizer and the loop
 
-    def make_optimizer(self, model: torch.nn.Module, method: Method, epochs: int):
-        """Optimizer and LR schedule planned for the steps `method` will take in `epochs`."""
-        cfg = self.cfg
+    def _loop(self, method: Method, model, step_model, epochs: int, counts: Counts) -> Loop:
+        """A fresh optimizer and LR schedule planned for the steps `method` will take in `epochs`."""
+        cfg, d = self.cfg, OPTIMIZERS[self.optimizer_kind]
+        lr = cfg.lr if cfg.lr is not None else d.base_lr(cfg.batch_size)
+        wd = cfg.weight_decay if cfg.weight_decay is not None else d.weight_decay
         if self.optimizer_kind == "sgd":
-            lr = cfg.lr if cfg.lr is not None else 0.1 * cfg.batch_size / 256
-            wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
         else:
-            lr = cfg.lr if cfg.lr is not None else 1e-4
-            wd = cfg.weight_decay if cfg.weight_decay is not None else 0.01
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-        total = planned_steps(method, epochs)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(self.optimizer_kind, total, epochs))
-        return opt, sched
+        plan = Schedule(d, planned_steps(method, epochs), epochs)
+        return Loop(method, model, step_model, opt, plan, torch.optim.lr_scheduler.LambdaLR(opt, plan), counts)
 
-    # -- the step
-
-    def step(self, model, step_model, opt, sched, batch: Batch, counts: Counts):
+    def step(self, loop: Loop, batch: Batch):
         t = self.timer
         with t.stage("data"):
             x, mask, y = self.inputs(self.train, batch.indices, augment=True)
             w = None if batch.weights is None else batch.weights.to(self.device, non_blocking=True)
         with t.stage("forward"):
-            model.train()
+            loop.model.train()
             with self.amp:
-                logits = step_model(x, mask)
+                logits = loop.step_model(x, mask)
             losses = F.cross_entropy(logits.float(), y, reduction="none")
             loss = (losses * w).mean() if w is not None else losses.mean()
         with t.stage("backward"):
             loss.backward()
         with t.stage("optimizer"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-        counts.forwards += len(batch)
-        counts.backwards += len(batch)
-        counts.steps += 1
-        return logits.detach().float(), losses.detach()
+            loop.opt.step()
+            loop.opt.zero_grad(set_to_none=True)
+            loop.sched.step()
+        loop.counts.forwards += len(batch)
+        loop.counts.backwards += len(batch)
+        loop.counts.steps += 1
+        return logits.detach().float(), losses.detach(), loss.detach()
 
-    def run_epoch(self, method: Method, epoch: int, model, step_model, opt, sched, counts: Counts, on_step=None):
-        """One epoch; returns the summed training loss (a device tensor: no sync here)."""
-        t = self.timer
+    def _epoch(self, loop: Loop, epoch: int, on_step=None, watch: bool = False):
+        """One epoch of `loop`; returns the summed training loss (a device tensor) and, when
+        `watch`, the first step whose loss was not finite (-1: none). On CPU that stops the
+        epoch at once; on a GPU it is tracked on the device, read once at the epoch's end."""
+        t, method = self.timer, loop.method
         loss_sum = torch.zeros((), device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         with t.stage("bookkeeping"):
-            method.start_epoch(epoch)
+            call_hook(method, "start_epoch", epoch)
             # re-plan the schedule from what the method now knows of its remaining epochs
-            plan = sched.lr_lambdas[0]
-            plan.total = max(1, sched.last_epoch + planned_steps(method, plan.epochs, start=epoch))
-        it = iter(method.batches(epoch))
+            loop.schedule.replan(loop.sched.last_epoch + planned_steps(method, loop.schedule.epochs, start=epoch))
+        it = checked_batches(method, epoch, len(self.train))
         while True:
             with t.stage("selection"):
                 batch = next(it, None)
             if batch is None:
                 break
-            logits, losses = self.step(model, step_model, opt, sched, batch, counts)
+            logits, losses, loss = self.step(loop, batch)
             loss_sum += losses.sum()
+            if watch:
+                bad = ~torch.isfinite(loss)
+                if not self.cuda and bad:
+                    return loss_sum, torch.tensor(loop.counts.steps)
+                if self.cuda:
+                    first_bad = torch.where((first_bad < 0) & bad, loop.counts.steps, first_bad)
             with t.stage("bookkeeping"):
-                method.observe(batch, logits, losses)
+                call_hook(method, "observe", batch, logits, losses)
             t.flush()
             if on_step:
                 on_step()
         with t.stage("bookkeeping"):
-            method.end_epoch(epoch)
-        return loss_sum
+            call_hook(method, "end_epoch", epoch)
+        return loss_sum, first_bad
+
+    def train_epoch(self, epoch: int, on_step=None) -> EpochRecord:
+        """Train one epoch, evaluate, and say what it did. Raises Diverged on a non-finite
+        training loss or non-finite weights."""
+        before = self.counts.as_dict()
+        loss_sum, first_bad = self._epoch(self.loop, epoch, on_step, watch=True)
+        bad = int(first_bad)
+        if bad >= 0:
+            raise Diverged(epoch, bad, "the training loss is not finite")
+        state = [p for p in self.model.parameters()] + [b for b in self.model.buffers() if b.is_floating_point()]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in state]).all()):
+            raise Diverged(epoch, self.counts.steps, "the weights are not finite")
+        counts = self.counts.since(before)
+        val_acc, val_loss = self.evaluate(self.val)
+        test_acc, _ = self.evaluate(self.test)
+        self.timer.flush()
+        t = self.timer.totals
+        return EpochRecord(
+            epoch, val_acc, val_loss, test_acc, loss_sum.item() / max(1, counts.backwards),
+            self.timer.train_seconds(), t["search"], t["evaluation"], self.timer.total_seconds(),
+            self.loop.sched.get_last_lr()[0], counts)
+
+    def train_copy(self, method: Method, ctx: HarnessContext, epochs: int) -> None:
+        """Train `ctx.model` (a copy) with `method` for `epochs`: its own optimizer and schedule,
+        its work counted in `ctx.counts` (search trials)."""
+        loop = self._loop(method, ctx.model, ctx.model, epochs, ctx.counts)
+        for e in range(epochs):
+            self._epoch(loop, e)
 
     # -- evaluation and scoring
 
@@ -209,7 +248,8 @@ class Trainer:
     def forward_eval(self, model, split: Split, idx: torch.Tensor) -> Scores:
         model.eval()
         out, losses = [], []
-        bs = max(self.cfg.batch_size, 1024 if self.cuda else 256)
+        w = self.workload
+        bs = max(self.cfg.batch_size, w.eval_batch_gpu if self.cuda else w.eval_batch_cpu)
         for s in range(0, len(idx), bs):
             x, mask, y = self.inputs(split, idx[s : s + bs])
             with self.amp:
@@ -227,70 +267,52 @@ class Trainer:
             loss = sc.losses.mean().item()
         return acc, loss
 
+    # -- the clock, checkpoints
 
-class HarnessContext(Context):
-    """The Context a method sees, backed by a Trainer. Counts go to `self.counts`."""
+    def start(self) -> None:
+        """Start the clock: from the restored totals when resumed, else (on a GPU) after two
+        untimed warm-up steps, so lazy init and cuDNN autotuning stay off the clock."""
+        if self._resumed_clock is None and self.cuda:
+            self._warm_up()
+        self.timer.start(self._resumed_clock)
 
-    def __init__(self, trainer: Trainer, method_drop: float, epochs: int, seed: int, artifact_sink=None):
-        self.trainer = trainer
-        self.n_train = len(trainer.train)
-        self.num_classes = trainer.data.num_classes
-        self.epochs = epochs
-        self.batch_size = trainer.cfg.batch_size
-        self.drop = method_drop
-        self.labels = trainer.data.train.y.clone()
-        self.generator = torch.Generator().manual_seed(seed)
-        self.device = trainer.device
-        self.model = trainer.model
-        self.counts = Counts()
-        self._artifact_sink = artifact_sink
+    def _warm_up(self) -> None:
+        loop = self.loop
+        state = copy.deepcopy((self.model.state_dict(), loop.opt.state_dict(), loop.sched.state_dict()))
+        n = min(self.cfg.batch_size, len(self.train))
+        scratch = Loop(loop.method, loop.model, loop.step_model, loop.opt, loop.schedule, loop.sched, Counts())
+        for _ in range(2):
+            self.step(scratch, Batch(torch.arange(n)))
+        self.model.load_state_dict(state[0])
+        loop.opt.load_state_dict(state[1])
+        loop.sched.load_state_dict(state[2])
+        self.aug_gen.manual_seed(self.aug_seed)
+        torch.cuda.synchronize()
 
-    def score(self, indices: torch.Tensor) -> Scores:
-        self.counts.selection_forwards += len(indices)
-        return self.trainer.forward_eval(self.model, self.trainer.train, indices)
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "opt": self.loop.opt.state_dict(), "sched": self.loop.sched.state_dict(),
+            "schedule": dict(vars(self.loop.schedule)), "method": call_hook(self.method, "state_dict"),
+            "ctx_gen": self.ctx.generator.get_state(), "aug_gen": self.aug_gen.get_state(),
+            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
+            "counts": self.counts.as_dict(), "exits": dict(self.ctx.exits), "timer": self.timer.state_dict(),
+        }
 
-    @torch.no_grad()
-    def early_exit(self, indices: torch.Tensor, k: int):
-        self.counts.partial_forwards += len(indices)
-        tr = self.trainer
-        x, mask, _ = tr.inputs(tr.train, indices)
-        self.model.eval()
-        with tr.amp:
-            out = self.model.early_exit(x, mask, k)
-        out.features = out.features.float()
-        if out.logits is not None:
-            out.logits = out.logits.float()
-        return out
-
-    def inputs(self, indices: torch.Tensor):
-        x, mask, _ = self.trainer.inputs(self.trainer.train, indices)
-        return x, mask
-
-    def trial(self, method: Method, epochs: int) -> float:
-        tr = self.trainer
-        with tr.timer.exclusive("search"):
-            model = copy.deepcopy(self.model)
-            sub = HarnessContext(tr, method.drop, epochs, int(torch.randint(0, 2**31, (1,), generator=self.generator)))
-            sub.model = model
-            method.setup(sub)
-            opt, sched = tr.make_optimizer(model, method, epochs)
-            counts = Counts()
-            for e in range(epochs):
-                tr.run_epoch(method, e, model, model, opt, sched, counts)
-            acc, _ = tr.evaluate(tr.val, model)
-            tr.timer.flush()
-        self.counts.search_forwards += counts.forwards + sub.counts.selection_forwards
-        self.counts.search_backwards += counts.backwards
-        return acc
-
-    def search(self):
-        return self.trainer.timer.exclusive("search")
-
-    def log_artifact(self, name: str, obj) -> None:
-        if self._artifact_sink:
-            self._artifact_sink(name, obj)
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loop.opt.load_state_dict(state["opt"])
+        self.loop.sched.load_state_dict(state["sched"])
+        vars(self.loop.schedule).update(state["schedule"])
+        call_hook(self.method, "load_state_dict", state["method"])
+        self.ctx.generator.set_state(state["ctx_gen"])
+        self.aug_gen.set_state(state["aug_gen"])
+        torch.set_rng_state(state["rng"])
+        if self.cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.counts.load(state["counts"])
+        self.ctx.exits = dict(state["exits"])
+        self._resumed_clock = state["timer"]
 
 
 def planned_steps(method: Method, epochs: int, start: int = 0) -> int:
-    return sum(method.steps_in_epoch(e) for e in range(start, epochs))
-
+    return sum(call_hook(method, "steps_in_epoch", e) for e in range(start, epochs))

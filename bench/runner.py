@@ -1,5 +1,5 @@
 """Run a suite: expand it into cells, skip finished ones, resume interrupted ones,
-keep going past failures and report them at the end."""
+keep going past failures and diverged cells, and report them at the end."""
 from __future__ import annotations
 
 import sys
@@ -8,10 +8,10 @@ import traceback
 from dataclasses import dataclass, field
 
 from bench import tracking
-from bench.cell import run_cell
+from bench.cell import checkpoint_path, run_cell
 from bench.config import CellConfig
-from bench.engine import hardware_name, pick_device
-from bench.errors import BenchError
+from bench.device import hardware_name, pick_device
+from bench.errors import BenchError, Diverged, StoreError
 from bench.suite import Suite
 
 
@@ -20,6 +20,7 @@ class SuiteOutcome:
     ran: int = 0
     skipped: int = 0
     failed: list[tuple[CellConfig, str]] = field(default_factory=list)
+    diverged: list[tuple[CellConfig, str]] = field(default_factory=list)
 
 
 def _eta(seconds: float) -> str:
@@ -30,12 +31,14 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> 
     cells = suite.cells(only_methods)
     out = SuiteOutcome()
     hardware = {}
-    done = {}
+    keys = []
     for cfg in cells:  # one query up front: finished cells are skipped without loading anything
         hw = hardware.setdefault(cfg.device, hardware_name(pick_device(cfg.device)))
-        done[cfg.key(hw)] = None
-    finished = tracking.finished_runs(list(done))
-    todo = [c for c in cells if c.key(hardware[c.device]) not in finished]
+        keys.append(cfg.key(hw))
+    finished = tracking.finished_runs(keys)
+    for key in finished:  # left by a kill between finish() and its deletion
+        checkpoint_path(key).unlink(missing_ok=True)
+    todo = [c for c, k in zip(cells, keys) if k not in finished]
     out.skipped = len(cells) - len(todo)
     log(f"suite {suite.name}: {len(cells)} cells, {out.skipped} already finished, {len(todo)} to run"
         + (f" (expected: {suite.expected_runtime})" if suite.expected_runtime and todo else ""))
@@ -52,6 +55,11 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> 
         except KeyboardInterrupt:
             log(f"interrupted during {cfg.label}: finished epochs are checkpointed; run again to resume")
             raise
+        except StoreError:
+            raise  # every later cell would fail the same way
+        except Diverged as e:
+            out.diverged.append((cfg, str(e)))
+            log(f"  diverged: {e}")
         except BenchError as e:
             out.failed.append((cfg, str(e)))
             log(f"  failed: {e}")

@@ -64,7 +64,7 @@ class Suite:
 
     def cells(self, only_methods: set[str] | None = None) -> list[CellConfig]:
         """Every cell, in a stable order; `only_methods` keeps those plus the uniform reference."""
-        from bench.registry import list_methods
+        from bench.registry import METHODS, list_methods
 
         out, seen = [], set()
         for b in self.blocks:
@@ -74,7 +74,9 @@ class Suite:
                     for m in methods:
                         if only_methods and m.name not in only_methods and m.name != REFERENCE:
                             continue
-                        drops = (0.0,) if m.name == REFERENCE else b.drops
+                        cls = METHODS.get(m.name) if m.name in METHODS else None
+                        no_drop = m.name == REFERENCE or not getattr(cls, "uses_drop", True)
+                        drops = (0.0,) if no_drop else b.drops
                         for drop in drops:
                             for seed in b.seeds:
                                 params = {**self.method_params.get(m.name, {}), **m.params}
@@ -103,6 +105,20 @@ def _tuple(suite: str, block: int, key: str, value, kind) -> tuple:
         return tuple(kind(v) for v in value)
     except (TypeError, ValueError):
         raise BenchError(f"suite {suite}, block {block}: {key} holds a value that is not {kind.__name__}: {value!r}") from None
+
+
+def _mapping(suite: str, where: str, value) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BenchError(f"suite {suite}: {where} must be a mapping of key: value, got {value!r}")
+    return dict(value)
+
+
+def _number(suite: str, where: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BenchError(f"suite {suite}: {where} must be a number, got {value!r}")
+    return float(value)
 
 
 def _methods(suite: str, block: int, value) -> tuple[MethodSpec, ...] | str:
@@ -150,6 +166,8 @@ def load_suite(name_or_path: str) -> Suite:
         raise BenchError(f"suite {name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SUITE_KEYS))}")
     if not raw.get("blocks"):
         raise BenchError(f"suite {name}: no blocks; add at least one block with models, datasets, methods, drops, seeds")
+    if not isinstance(raw["blocks"], list):
+        raise BenchError(f"suite {name}: blocks must be a list of blocks, got {raw['blocks']!r}")
     blocks = []
     for i, b in enumerate(raw["blocks"], 1):
         if not isinstance(b, dict):
@@ -165,7 +183,7 @@ def load_suite(name_or_path: str) -> Suite:
             methods=_methods(name, i, b["methods"]),
             drops=_tuple(name, i, "drops", b.get("drops", [0.5]), float),
             seeds=_tuple(name, i, "seeds", b.get("seeds", [0]), int),
-            overrides=dict(b.get("overrides") or {}),
+            overrides=_mapping(name, f"block {i}: overrides", b.get("overrides")),
         ))
     paper = {}
     if raw.get("paper"):
@@ -173,36 +191,43 @@ def load_suite(name_or_path: str) -> Suite:
         if not ppath.exists():
             raise BenchError(f"suite {name}: paper figures file {ppath} does not exist")
         paper = yaml.safe_load(ppath.read_text()) or {}
+    method_params = _mapping(name, "method_params", raw.get("method_params"))
+    for m, params in method_params.items():
+        method_params[m] = _mapping(name, f"method_params of {m}", params)
     suite = Suite(name=name, blocks=tuple(blocks), description=raw.get("description", ""),
-                  expected_runtime=str(raw.get("expected_runtime", "")), defaults=dict(raw.get("defaults") or {}),
-                  method_params=dict(raw.get("method_params") or {}), target_offset=float(raw.get("target_offset", 0.5)),
+                  expected_runtime=str(raw.get("expected_runtime", "")),
+                  defaults=_mapping(name, "defaults", raw.get("defaults")), method_params=method_params,
+                  target_offset=_number(name, "target_offset", raw.get("target_offset", 0.5)),
                   paper=paper, path=str(path))
     validate(suite)
     return suite
 
 
 def validate(suite: Suite) -> None:
-    """Names exist and every cell's values are valid, before anything runs."""
-    from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_models
+    """Names exist, every cell's values are valid, its method acts in it and its device is
+    here, before anything runs (`--dry-run` runs this too)."""
+    from bench.device import pick_device
+    from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_methods, list_models
 
-    list_models(), list_datasets()
     for i, b in enumerate(suite.blocks, 1):
         try:
-            for m in b.models:
-                MODELS.get(m)
-            for d in b.datasets:
-                DATASETS.get(d)
-            if b.methods != "all":
-                for m in b.methods:
-                    METHODS.get(m.name)
+            for known, reg, names in ((list_models, MODELS, b.models), (list_datasets, DATASETS, b.datasets),
+                                      (list_methods, METHODS, [] if b.methods == "all" else [m.name for m in b.methods])):
+                for n in names:
+                    if n not in known():
+                        reg.get(n)  # raises the one-line error with the known names
         except BenchError as e:
             raise BenchError(f"suite {suite.name}, block {i}: {e}") from None
     for name in suite.method_params:
         if name not in METHODS:
             raise BenchError(f"suite {suite.name}: method_params names unknown method {name!r}")
+    devices = set()
     for cfg in suite.cells():
         try:
-            METHODS.get(cfg.method).build(cfg.drop, dict(cfg.params))
+            cfg.build_method()
+            if cfg.device not in devices:
+                pick_device(cfg.device)
+                devices.add(cfg.device)
         except BenchError as e:
             raise BenchError(f"suite {suite.name}: {e}") from None
 

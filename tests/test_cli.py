@@ -7,7 +7,7 @@ import pytest
 
 from bench import tracking
 
-RUN = ["run", "--model", "tiny_cnn", "--dataset", "fashion_mnist", "--epochs", "1", "--train-limit", "100",
+RUN = ["run", "--model", "tiny_cnn", "--dataset", "fashion_mnist", "--epochs", "1", "--train-limit", "100", "--batch-size", "32",
        "--device", "cpu", "--no-progress"]
 
 

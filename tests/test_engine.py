@@ -5,7 +5,7 @@ import torch
 
 from bench import tracking
 from bench.cell import run_cell
-from bench.engine import schedule
+from bench.workload import OPTIMIZERS, Schedule
 from bench.timing import StageTimer
 from conftest import tiny_cell
 
@@ -43,13 +43,44 @@ def test_uniform_backpropagates_every_sample(store):
     res = run_cell(tiny_cell(), log=lambda *_: None)
     assert res.metrics["backward_fraction"] == 1.0
     assert res.metrics["total_backwards"] == 2 * 256
+    m = res.metrics
+    assert m["train_work_fraction"] == pytest.approx(1.0) and m["work_fraction"] == pytest.approx(1.0)
+    assert m["ideal_speedup"] == pytest.approx(1.0) and m["backward_cost_ratio"] > 1
+    assert "partial_forward_cost" not in m and "active_share" not in m
+
+
+def test_early_exit_passes_are_charged_at_their_cost(store):
+    m = run_cell(tiny_cell(method="sift", drop=0.5), log=lambda *_: None).metrics
+    assert 0 < m["partial_forward_cost"] < 1 and m["total_partial_forwards"] > 0
+    assert m["forward_fraction"] == pytest.approx(
+        (m["total_forwards"] + m["partial_forward_cost"] * m["total_partial_forwards"]) / (2 * 256))
+    assert m["forward_fraction"] > m["backward_fraction"]
+    b = m["backward_cost_ratio"]
+    assert m["train_work_fraction"] == pytest.approx((m["forward_fraction"] + b * m["backward_fraction"]) / (1 + b))
+    assert m["ideal_speedup"] == pytest.approx(1 / m["train_work_fraction"])
 
 
 def test_schedule_fully_decays_over_planned_steps_and_never_raises():
     for kind in ("sgd", "adamw"):
-        f = schedule(kind, 100)
+        f = Schedule(OPTIMIZERS[kind], 100)
         assert f(100) == 0.0 and f(150) == 0.0
         assert max(f(s) for s in range(100)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+@pytest.mark.parametrize("total", [1, 2, 5, 100])
+def test_warmup_never_starts_at_zero_and_rises(kind, total):
+    f = Schedule(OPTIMIZERS[kind], total)
+    assert f(0) > 0
+    warm = f.warmup_steps
+    if total > warm:  # a cell planned for fewer steps is refused (test_failures)
+        assert all(f(s) < f(s + 1) for s in range(warm)) and f(warm) == 1.0
+
+
+def test_replan_moves_the_end_of_the_schedule():
+    f = Schedule(OPTIMIZERS["sgd"], 10)
+    f.replan(20)
+    assert f(10) > 0 and f(20) == 0.0
 
 
 def test_timer_is_exclusive_and_search_swallows_inner_stages():

@@ -48,6 +48,18 @@ BAD = {
               "unknown cell field(s) epoch"),
     "param": ("name: x\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [{name: uniform, params: {a: 1}}]}\n",
               "no parameter a"),
+    "override_type": ("name: x\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [uniform], "
+                      "overrides: {epochs: abc}}\n", "epochs must be an integer, got 'abc'"),
+    "defaults_list": ("name: x\ndefaults: [1, 2]\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [uniform]}\n",
+                      "defaults must be a mapping"),
+    "target_offset": ("name: x\ntarget_offset: abc\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [uniform]}\n",
+                      "target_offset must be a number, got 'abc'"),
+    "max_length": ("name: x\ndefaults: {max_length: 0}\nblocks:\n- {models: [tiny_bert], datasets: [mr], methods: [uniform]}\n",
+                   "max_length must be at least 2"),
+    "lr": ("name: x\ndefaults: {lr: -1}\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [uniform]}\n",
+           "learning rate must be positive"),
+    "device": ("name: x\ndefaults: {device: gpu0}\nblocks:\n- {models: [tiny_cnn], datasets: [digits], methods: [uniform]}\n",
+               "unknown device 'gpu0'"),
 }
 
 
@@ -59,3 +71,13 @@ def test_broken_suite_is_one_clear_line(case, tmp_path):
     with pytest.raises(BenchError) as e:
         load_suite(str(p))
     assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dry_run_validates_the_whole_suite(tmp_path, capsys):
+    from bench.cli import main
+
+    p = tmp_path / "broken.yaml"
+    p.write_text(BAD["max_length"][0])
+    assert main(["suite", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max_length must be at least 2" in err
