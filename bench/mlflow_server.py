@@ -31,7 +31,8 @@ def start(backend_store_uri: str, artifacts_destination: str | None = None, host
     if artifacts_destination:
         cmd += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None)
+    # its own session: a group that stop() ends whole; its output on stderr (or `log`), stdout is ours
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log or sys.stderr, stderr=subprocess.STDOUT)
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 180) -> None:

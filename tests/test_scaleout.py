@@ -1,0 +1,239 @@
+"""Scaling out: a local Ray cluster (2 CPUs, loopback) runs a tiny 6-cell suite into a real
+`mlflow server` started here; a worker killed mid-cell; two drivers at once; the SQLite refusal;
+a server that stops with everything it started. Select with `-m scaleout`."""
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds 127.0.0.1 (read when ray is imported)
+import ray  # noqa: E402
+
+from bench import claims, mlflow_server, report, tracking  # noqa: E402
+from bench.runner import run_suite  # noqa: E402
+from bench.suite import load_suite  # noqa: E402
+
+pytestmark = pytest.mark.scaleout
+TIMING = re.compile(r"seconds|speedup|time|run_id")  # columns that may differ between two runs of one cell
+
+SUITE = """name: scaleout_tiny
+defaults: {{epochs: {epochs}, batch_size: 64, train_limit: {train_limit}, eval_limit: 128, device: cpu, progress: false}}
+blocks:
+  - models: [tiny_cnn]
+    datasets: [fashion_mnist]
+    methods: [uniform, random_subset]
+    drops: [0.5]
+    seeds: [0, 1, 2]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def within(seconds: int):
+    """Bound an in-process driver: a stuck cluster fails the test instead of hanging it."""
+    def _late(*_):
+        raise TimeoutError(f"did not finish within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, _late)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    with open(d / "server.log", "w") as log:
+        proc = mlflow_server.start(f"sqlite:///{d / 'mlflow.db'}", str(d / "artifacts"), "127.0.0.1", port, log=log)
+        try:
+            mlflow_server.wait_ready(proc, f"http://127.0.0.1:{port}")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            mlflow_server.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
+             logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def on_server(server, tmp_path, monkeypatch, request):
+    """This test's own experiment on the shared server, its own checkpoints and results."""
+    name = f"t-{request.node.name[:40]}-{os.getpid()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("BENCH_EXPERIMENT", name)
+    monkeypatch.setattr(tracking, "EXPERIMENT", name)
+    monkeypatch.setenv("BENCH_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "results"))
+    return tmp_path
+
+
+def write_suite(tmp_path, epochs=2, train_limit=256):
+    path = tmp_path / "scaleout_tiny.yaml"
+    path.write_text(SUITE.format(epochs=epochs, train_limit=train_limit))
+    return path
+
+
+def assert_each_cell_once(suite, epochs):
+    """One run per cell, finished, each epoch logged once; the table has every cell once."""
+    import torch
+
+    torch.set_num_threads(1)  # the keys of cells that ran at one thread per cell
+    from bench.engine import hardware_name
+
+    hw = hardware_name(torch.device("cpu"))
+    for cfg in suite.cells():
+        runs = tracking.runs_for(cfg.key(hw))
+        assert len(runs) == 1, f"{cfg.label}: {len(runs)} runs"
+        assert runs[0].info.status == "FINISHED" and runs[0].data.tags["cell_status"] == "finished"
+        steps = [m.step for m in tracking.client().get_metric_history(runs[0].info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(epochs)), f"{cfg.label}: epochs logged {steps}"
+    table = report.collect(suite)
+    assert len(table) == 6 and table["config_key"].is_unique
+    return table
+
+
+def _comparable(table):
+    cols = [c for c in table.columns if not TIMING.search(c)]
+    return table[cols].to_dict("records")
+
+
+def test_ray_suite_into_server_equals_local_run(on_server, cluster, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    suite = load_suite(str(write_suite(on_server)))
+    lines = []
+    try:
+        with within(400):
+            out = run_suite(suite, executor="ray", log=lines.append)
+        assert out.ran == 6 and not out.failed, (out.failed, lines)
+        assert [ln.split("]")[0] for ln in lines[1:]] == [f"[{i}/6" for i in range(1, 7)]  # one line per finished cell
+        on_ray = assert_each_cell_once(suite, epochs=2)
+        assert set(on_ray["hardware"]) == {f"cpu-{os.uname().machine}-1threads"}
+        for run_id in on_ray["run_id"]:
+            assert tracking.client().get_run(run_id).data.tags["executor"] == "ray"
+
+        # the same suite in this process, same server, another experiment: the same table but for timings
+        monkeypatch.setattr(tracking, "EXPERIMENT", tracking.EXPERIMENT + "-local")
+        with within(400):
+            out = run_suite(suite, executor="local", cpus_per_cell=1, log=lambda *_: None)
+        assert out.ran == 6 and not out.failed
+        local = report.collect(suite)
+    finally:
+        torch.set_num_threads(threads)
+    assert _comparable(local) == _comparable(on_ray)
+
+
+def test_killed_worker_resumes_its_cell_once(on_server, cluster):
+    import torch
+
+    threads = torch.get_num_threads()
+    suite = load_suite(str(write_suite(on_server, epochs=4, train_limit=1000)))
+    ckpt, killed = on_server / "ckpt", {}
+
+    def kill_one_mid_cell():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            for f in ckpt.glob("*.pt"):  # a cell with a finished epoch and more to go
+                for claim in claims.live_claims(f.stem):
+                    pid = int(claim.data.tags["claim_pid"])
+                    cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                    if cmd.startswith(b"ray::") and f.exists():  # a worker of this test's cluster, still mid-cell
+                        os.kill(pid, signal.SIGKILL)
+                        killed.update(key=f.stem, pid=pid)
+                        return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_mid_cell, daemon=True)
+    killer.start()
+    try:
+        with within(400):
+            out = run_suite(suite, executor="ray", log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    killer.join(timeout=10)
+    assert killed, "no worker was killed: the cells ended before a checkpoint was seen"
+    assert out.ran == 6 and not out.failed, out.failed
+    assert_each_cell_once(suite, epochs=4)
+    (run,) = tracking.runs_for(killed["key"])
+    assert run.data.tags.get("resumed") == "true"  # went on from its checkpoint, in the same run
+    assert not list(ckpt.glob("*.pt"))
+
+
+def test_two_drivers_finish_each_cell_exactly_once(on_server, cluster):
+    path = write_suite(on_server)
+    cmd = [sys.executable, "-m", "bench", "suite", str(path), "--executor", "ray", "--ray-address", cluster]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=500) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (so, se) in zip(procs, outs):
+        assert p.returncode == 0, se[-3000:]
+        assert "tables and plots:" in so
+        assert len(re.findall(r"^\[\d/6\] (finished|skipped):", so, re.M)) == 6  # each driver sees every cell done
+    trained = sum(len(re.findall(r"^\[\d/6\] finished:", so, re.M)) for so, _ in outs)
+    assert trained == 6  # each cell trained by one driver only
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert_each_cell_once(load_suite(str(path)), epochs=2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ray_on_a_sqlite_store_is_refused_in_one_line(store, capsys):
+    from bench.cli import main
+
+    path = write_suite(store)
+    assert main(["suite", str(path), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sqlite" in err.lower() and "MLFLOW_TRACKING_URI" in err
+    assert not (store / "mlflow.db").exists()  # refused before the store was touched
+
+
+def test_server_starts_only_what_it_needs_and_stops_all_of_it(tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "bench.mlflow_server", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'db'}", "--artifacts-destination", str(tmp_path / "art")]
+    wrapper = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = wrapper.stdout.readline()  # printed once the server answers
+        group = int(re.search(r"group (\d+)", line).group(1))
+        pids = mlflow_server.group_pids(group)
+        cmds = [open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode() for p in pids]
+        assert not any("huey" in c or "job_runner" in c for c in cmds), cmds
+        assert len(pids) <= 2, cmds  # the mlflow CLI and one uvicorn worker
+        wrapper.send_signal(signal.SIGTERM)  # stopping it by its pid stops the whole server
+        assert wrapper.wait(timeout=60) == 0
+        assert mlflow_server.group_pids(group) == []
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
