@@ -40,6 +40,7 @@ def prepare(executor: str, cpus_per_cell: int | None) -> None:
                          "(or `mlflow server` on a SQL database) and set MLFLOW_TRACKING_URI=http://HOST:5000")
     if cpus_per_cell is not None and cpus_per_cell < 1:
         raise BenchError(f"--cpus-per-cell must be at least 1, got {cpus_per_cell}")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per run and claim
     for attempt in range(3):
         try:
             tracking.experiment_id(), claims.experiment_id()

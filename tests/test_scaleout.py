@@ -184,27 +184,44 @@ def test_killed_worker_resumes_its_cell_once(on_server, cluster):
 
 
 def test_two_drivers_finish_each_cell_exactly_once(on_server, cluster):
-    path = write_suite(on_server)
-    cmd = [sys.executable, "-m", "bench", "suite", str(path), "--executor", "ray", "--ray-address", cluster]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        outs = [p.communicate(timeout=500) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (so, se) in zip(procs, outs):
-        assert p.returncode == 0, se[-3000:]
-        assert "tables and plots:" in so
-        assert len(re.findall(r"^\[\d/6\] (finished|skipped):", so, re.M)) == 6  # each driver sees every cell done
-    trained = sum(len(re.findall(r"^\[\d/6\] finished:", so, re.M)) for so, _ in outs)
-    assert trained == 6  # each cell trained by one driver only
+    """A Ray driver (another process) starts the suite; once it holds the first cell, a local
+    driver starts the same suite here, from that cell: each cell trained once, both see all six."""
     import torch
 
-    threads = torch.get_num_threads()
+    path = write_suite(on_server, epochs=3, train_limit=1000)
+    suite = load_suite(str(path))
+    cmd = [sys.executable, "-m", "bench", "suite", str(path), "--executor", "ray", "--ray-address", cluster]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    ray_driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    threads, lines = torch.get_num_threads(), []
     try:
-        assert_each_cell_once(load_suite(str(path)), epochs=2)
+        torch.set_num_threads(1)
+        from bench.engine import hardware_name
+
+        first = suite.cells()[0].key(hardware_name(torch.device("cpu")))
+        deadline = time.time() + 300
+        while not claims.live_claims(first):
+            assert ray_driver.poll() is None and time.time() < deadline, "the Ray driver never claimed a cell"
+            time.sleep(0.05)
+        with within(400):
+            run_suite(suite, executor="local", cpus_per_cell=1, log=lines.append)
+        ray_out, ray_err = ray_driver.communicate(timeout=400)
+    finally:
+        torch.set_num_threads(threads)
+        if ray_driver.poll() is None:
+            ray_driver.kill()
+            ray_driver.wait()
+    assert ray_driver.returncode == 0, ray_err[-3000:]
+    assert "tables and plots:" in ray_out
+    on_ray = re.findall(r"^\[\d/6\] (finished|skipped):", ray_out, re.M)  # one line per cell
+    here = [ln.split(":")[0].strip() for ln in lines if ln.startswith(("  finished:", "  skipped:"))]
+    assert len(on_ray) == 6 and len(here) == 6, (ray_out, lines)  # each driver saw every cell finished
+    assert on_ray.count("finished") + here.count("finished") == 6, (ray_out, lines)  # each trained once
+    assert here[0] == "skipped"  # it waited for the cell the other driver held
+    withdrawn = tracking.client().search_runs([claims.experiment_id()], "attributes.status = 'KILLED'")
+    assert withdrawn, "the local driver never met a held cell: the drivers did not overlap"
+    try:
+        assert_each_cell_once(suite, epochs=3)
     finally:
         torch.set_num_threads(threads)
 
