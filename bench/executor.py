@@ -148,6 +148,8 @@ def run_on_ray(suite_name: str, todo: list[CellConfig], out, log=print, address:
     `records`, when given, receives one dict per cell (where, how long) for benchmarks."""
     from tqdm.auto import tqdm
 
+    if not todo:  # nothing to run: no cluster to join
+        return out
     ray, started_here = connect(address)
     try:
         owner, cpus = claims.new_owner(), cpus_per_cell or 1
