@@ -60,6 +60,7 @@ def run_claimed(cfg: CellConfig, owner: str, tags: dict[str, str] | None = None,
                 wait: bool = True) -> CellResult | None:
     """Train one cell under a claim. Held by another driver: wait until it is finished there
     (skipped) or its holder died (taken over), or with wait=False return None at once."""
+    said = False
     while True:
         key = cfg.key(hardware_name(pick_device(cfg.device)))
         done = tracking.finished_run(key)
@@ -70,6 +71,9 @@ def run_claimed(cfg: CellConfig, owner: str, tags: dict[str, str] | None = None,
             break
         if not wait:
             return None
+        if not said:
+            log(f"  {cfg.label}: another driver holds it; waiting until it finishes there or its lease lapses")
+            said = True
         time.sleep(random.uniform(*HELD_PAUSE))
     try:
         result = run_cell(cfg, tags=tags, log=log)  # it re-checks: finished meanwhile -> skipped

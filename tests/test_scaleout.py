@@ -258,3 +258,28 @@ def test_server_starts_only_what_it_needs_and_stops_all_of_it(tmp_path):
     finally:
         if wrapper.poll() is None:
             wrapper.kill()
+
+
+def test_claim_protocol_one_holder_retries_reenter_lapsed_leases_pass_on(store, monkeypatch):
+    """On one store, without Ray: a held cell is refused to another owner, re-entered by the
+    same owner (a retried task), passed on after release, and taken over when its holder
+    stops renewing (a dead driver) once the lease lapses."""
+    monkeypatch.setattr(claims, "LEASE_SECONDS", 1.0)
+    a = claims.acquire("cell1", "driver-a")
+    assert a is not None
+    assert claims.acquire("cell1", "driver-b") is None  # held
+    time.sleep(1.5)  # longer than the lease: A's renewals keep it
+    assert claims.acquire("cell1", "driver-b") is None
+    again = claims.acquire("cell1", "driver-a")  # a retry of A's task after its worker died
+    assert again is not None and again.run_id == a.run_id
+    again._stop.set()
+    a.release()
+    b = claims.acquire("cell1", "driver-b")
+    assert b is not None and b.run_id != a.run_id
+    b._stop.set()  # B dies: no renewals, no release
+    time.sleep(1.2)
+    c = claims.acquire("cell1", "driver-c")
+    assert c is not None
+    assert tracking.client().get_run(b.run_id).info.status == "KILLED"
+    assert [r.info.run_id for r in claims.live_claims("cell1")] == [c.run_id]
+    c.release()
