@@ -245,6 +245,7 @@ def test_server_starts_only_what_it_needs_and_stops_all_of_it(tmp_path):
     cmd = [sys.executable, "-m", "bench.mlflow_server", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{tmp_path / 'db'}", "--artifacts-destination", str(tmp_path / "art")]
     wrapper = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    group = None
     try:
         line = wrapper.stdout.readline()  # printed once the server answers
         group = int(re.search(r"group (\d+)", line).group(1))
@@ -255,9 +256,12 @@ def test_server_starts_only_what_it_needs_and_stops_all_of_it(tmp_path):
         wrapper.send_signal(signal.SIGTERM)  # stopping it by its pid stops the whole server
         assert wrapper.wait(timeout=60) == 0
         assert mlflow_server.group_pids(group) == []
-    finally:
+    finally:  # on failure too: the wrapper stops its server on SIGTERM; what is left of the group goes
         if wrapper.poll() is None:
-            wrapper.kill()
+            wrapper.terminate()
+            wrapper.wait(timeout=60)
+        if group and mlflow_server.group_pids(group):
+            os.killpg(group, signal.SIGKILL)
 
 
 def test_claim_protocol_one_holder_retries_reenter_lapsed_leases_pass_on(store, monkeypatch):
