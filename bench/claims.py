@@ -79,9 +79,12 @@ class Claim:
     def release(self, status: str = "FINISHED") -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        c = tracking.client()
-        c.set_tag(self.run_id, "lease_until", "0")
-        c.set_terminated(self.run_id, status)
+        try:
+            c = tracking.client()
+            c.set_tag(self.run_id, "lease_until", "0")
+            c.set_terminated(self.run_id, status)
+        except Exception:  # store unreachable: the claim lapses with its lease instead
+            pass
 
 
 def acquire(key: str, owner: str) -> Claim | None:
