@@ -8,6 +8,7 @@ pyproject.toml changes); no virtual environment per session or per cell.
     nox -s fetch                  fetch the offline datasets and weights into .cache/
     nox -s regress [-- --update]  CPU speed/accuracy regression guard against results/regress/baseline.json
     nox -s microbench [-- ARGS]   per-step selection overhead micro-benchmarks against results/benchmarks/
+    nox -s ui / nox -s server [-- --host H --port P --backend-store-uri URI]   an MLflow server (UI + API)
 """
 import hashlib
 import os
@@ -99,6 +100,12 @@ def microbench(session):
 
 @nox.session
 def ui(session):
-    """Open the MLflow UI on the project's store (http://127.0.0.1:5000)."""
-    session.run(_env(session), "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{ROOT / 'mlflow.db'}",
-                external=True)
+    """Open the MLflow UI on the project's store (http://127.0.0.1:5000); stops with everything it started."""
+    session.run(_env(session), "-m", "bench.mlflow_server", *session.posargs, external=True)
+
+
+@nox.session
+def server(session):
+    """An MLflow tracking server for many workers (default: the project's store on 127.0.0.1:5000).
+    `nox -s server -- --host 0.0.0.0 --backend-store-uri postgresql://... --artifacts-destination s3://...`"""
+    session.run(_env(session), "-m", "bench.mlflow_server", *session.posargs, external=True)

@@ -43,6 +43,14 @@ def _add_cell_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one cell after another in this process; ray: one Ray task per cell (needs a tracking server)")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster on 127.0.0.1)")
+    p.add_argument("--cpus-per-cell", type=int, help="CPUs (and torch threads) per CPU cell; Ray default 1. GPU cells get one GPU")
+    p.add_argument("--checkpoint-dir", help="per-epoch checkpoints, on storage every worker reads (sets BENCH_CHECKPOINTS)")
+
+
 def _params(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -133,7 +141,12 @@ def cmd_suite(a) -> int:
         for cfg in suite.cells():
             print(f"{cfg.label} epochs={cfg.epochs}")
         return 0
-    return _finish_suite(suite, run_suite(suite))
+    if a.checkpoint_dir:  # read by every cell and passed on to Ray workers
+        import os
+
+        os.environ["BENCH_CHECKPOINTS"] = a.checkpoint_dir
+    return _finish_suite(suite, run_suite(suite, executor=a.executor, ray_address=a.ray_address,
+                                          cpus_per_cell=a.cpus_per_cell))
 
 
 def cmd_compare(a) -> int:
@@ -179,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("suite", help="run every cell of a suite (finished cells are skipped), then write its tables")
     s.add_argument("suite", nargs="?", default="quick", help="a name in results/suites/ or a path to a .yaml file")
     s.add_argument("--dry-run", action="store_true", help="validate the suite, list its cells and exit")
+    _add_scale_args(s)
     s.set_defaults(fn=cmd_suite)
     c = sub.add_parser("compare", help="run one method's cells of a suite and print its rows beside the others")
     c.add_argument("method")

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from bench import tracking
-from bench.cell import checkpoint_path, run_cell
+from bench.cell import checkpoint_path
 from bench.config import CellConfig
 from bench.device import hardware_name, pick_device
 from bench.errors import BenchError, Diverged, StoreError
@@ -27,7 +27,12 @@ def _eta(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> SuiteOutcome:
+def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print, executor: str = "local",
+              ray_address: str | None = None, cpus_per_cell: int | None = None) -> SuiteOutcome:
+    from bench import claims
+    from bench.executor import prepare, run_claimed, run_on_ray
+
+    prepare(executor, cpus_per_cell)  # refuses a shared SQLite file; same thread count as the cells
     cells = suite.cells(only_methods)
     out = SuiteOutcome()
     hardware = {}
@@ -42,6 +47,9 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> 
     out.skipped = len(cells) - len(todo)
     log(f"suite {suite.name}: {len(cells)} cells, {out.skipped} already finished, {len(todo)} to run"
         + (f" (expected: {suite.expected_runtime})" if suite.expected_runtime and todo else ""))
+    if executor == "ray":
+        return run_on_ray(suite.name, todo, out, log, address=ray_address, cpus_per_cell=cpus_per_cell)
+    owner = claims.new_owner()
     spent = 0.0
     for i, cfg in enumerate(todo, 1):
         left = ""
@@ -50,7 +58,7 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print) -> 
         log(f"[{i}/{len(todo)}{left}] {cfg.label}")
         t0 = time.perf_counter()
         try:
-            res = run_cell(cfg, tags={"suite": suite.name}, log=log)
+            res = run_claimed(cfg, owner, tags={"suite": suite.name}, log=log)  # waits while another driver holds it
             log("  " + res.summary(cfg))
         except KeyboardInterrupt:
             log(f"interrupted during {cfg.label}: finished epochs are checkpointed; run again to resume")
