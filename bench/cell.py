@@ -19,6 +19,7 @@ import torch
 
 from bench import tracking
 from bench.config import CellConfig
+from bench.controls import shape_of
 from bench.costs import PassCosts
 from bench.data import load_data
 from bench.device import hardware_name, pick_device
@@ -152,7 +153,7 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
     })
     run.tags({
         "config_key": cfg.config_key(), "git_commit": git_commit(), "hardware": hardware_name(trainer.device),
-        "device": trainer.device.type, "torch": torch.__version__, "faithful": type(method).faithful,
+        "device": trainer.device.type, "torch": torch.__version__, "faithful": method.faithful,
         "compile_time_in_timing": cfg.compile, **tags,
     })
 
@@ -164,7 +165,7 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
         logged = run.logged_steps("val_acc")
         for rec in history:  # an epoch checkpointed but not yet logged when the run died
             if rec.epoch not in logged:
-                run.metrics(rec.metrics(), rec.epoch)
+                _log_epoch(run, rec)
         log(f"resuming {key} at epoch {len(history)} (run {run.run_id})")
     trainer.start()
 
@@ -181,7 +182,7 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
             history.append(rec)
             _save(ckpt_path, {"format": CHECKPOINT_FORMAT, "run_id": run.run_id,
                               "history": [asdict(h) for h in history], "trainer": trainer.state_dict()})
-            run.metrics(rec.metrics(), epoch)
+            _log_epoch(run, rec)
         if bar:
             bar.set_postfix(epoch=epoch, val_acc=f"{rec.val_acc:.3f}")
     if bar:
@@ -194,6 +195,13 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
     run.finish()
     ckpt_path.unlink(missing_ok=True)
     return CellResult(key, run.run_id, "finished", final)
+
+
+def _log_epoch(run, rec: EpochRecord) -> None:
+    """An epoch's probes, then its metrics: a kill between the two re-logs both, never half."""
+    for step, acc, seconds in rec.probes:
+        run.metrics({"probe_val_acc": acc, "probe_train_seconds": seconds}, step)
+    run.metrics(rec.metrics(), rec.epoch)
 
 
 def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]) -> dict[str, float]:
@@ -209,11 +217,20 @@ def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord])
         "backward_fraction": totals.backwards / budget,
         "realized_drop": 1 - totals.backwards / budget,
         **work,
+        **_shape(history, len(trainer.train)),
+        **call_hook(trainer.method, "final_metrics"),
     }
     share = call_hook(trainer.method, "active_share")
     if share is not None:
         final["active_share"] = share
     return final
+
+
+def _shape(history: list[EpochRecord], n: int) -> dict[str, float]:
+    """What the matched control must copy (bench/controls.py): leading full epochs, then the
+    backward share of the rest."""
+    shape = shape_of([h.counts.backwards for h in history], n)
+    return {"full_epochs": shape.full_epochs, "selective_keep": shape.keep}
 
 
 def work_metrics(trainer: Trainer, budget: int) -> dict[str, float]:

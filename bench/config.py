@@ -10,13 +10,13 @@ from typing import Any
 
 from bench.errors import BenchError
 
-# Fields that say where or how fast a cell runs, not what it computes: kept out of the keys.
-_NOT_IN_KEY = ("device", "progress")
+# Fields that say where or how fast a cell runs, or what is observed, not what it computes: kept out of the keys.
+_NOT_IN_KEY = ("device", "progress", "eval_every")
 # The Python type each field must hold (YAML and the command line give typed values; None where allowed).
 _TYPES = {"model": str, "dataset": str, "method": str, "params": dict, "drop": float, "epochs": int, "seed": int,
           "batch_size": int, "optimizer": str, "lr": float, "weight_decay": float, "train_limit": int,
           "eval_limit": int, "label_noise": float, "val_fraction": float, "max_length": int, "compile": bool,
-          "device": str, "progress": bool}
+          "device": str, "progress": bool, "eval_every": int}
 _OPTIONAL = ("lr", "weight_decay", "train_limit", "eval_limit")
 DEVICE_FORMAT = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
@@ -54,6 +54,7 @@ class CellConfig:
     compile: bool = False
     device: str = "auto"
     progress: bool = True
+    eval_every: int = 0  # optimizer steps between validation probes; 0: four per full epoch
 
     def __post_init__(self):
         def bad(what: str, fix: str):
@@ -87,6 +88,9 @@ class CellConfig:
             bad(f"weight decay must be 0 or more, got {self.weight_decay}", "pass a value such as 5e-4, or leave it out")
         if self.max_length < 2:
             bad(f"max_length must be at least 2 tokens ([CLS] and [SEP]), got {self.max_length}", "pass --max-length 32 or more")
+        if self.eval_every < 0:
+            bad(f"eval_every must be 0 (four probes a full epoch) or a number of steps, got {self.eval_every}",
+                "give eval_every: 0 or a positive number of optimizer steps")
         if not DEVICE_FORMAT.fullmatch(self.device):
             bad(f"unknown device {self.device!r}", "use auto, cpu, cuda or cuda:N")
 

@@ -8,7 +8,9 @@ counts), never from what the method says it would do, so a method whose
 switch never turned on gets uniform training as its control.
 
 Controls are ordinary `random_subset` cells: methods that realized the same
-shape share one control, and a control is never run twice.
+shape share one control, and a control is never run twice. The runner runs
+each seed's controls right after that seed's method cells; the report finds a
+method row's control again from the method run's logged shape.
 """
 from __future__ import annotations
 
@@ -57,3 +59,13 @@ def control_for(cfg: CellConfig, shape: Shape, n_train: int) -> CellConfig | Non
     drop = control_drop(shape.keep, n_train, selective, cfg.batch_size)
     params = {"warmup_epochs": shape.full_epochs} if shape.full_epochs else {}
     return cfg.replace(method=CONTROL, drop=drop, params=params)
+
+
+def control_of_run(cfg: CellConfig, run) -> CellConfig | None:
+    """The matched control of a finished method run, from what it logged (`full_epochs`,
+    `selective_keep`, `n_train`); None when it needs none or is its own control."""
+    m, n = run.data.metrics, run.data.params.get("n_train")
+    if "full_epochs" not in m or n is None:
+        return None  # logged before controls existed
+    ctl = control_for(cfg, Shape(int(m["full_epochs"]), float(m["selective_keep"])), int(n))
+    return None if ctl is None or ctl.config_key() == cfg.config_key() else ctl

@@ -8,7 +8,8 @@ device as uint8 and are cropped and flipped there (airbench style).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from bench.context import Counts, HarnessContext
 from bench.data import Data, FileImages, Split
 from bench.device import hardware_name, pick_device
 from bench.errors import Diverged
-from bench.method import Batch, Method, Scores, call_hook, checked_batches
+from bench.method import Batch, Method, Scores, call_hook, checked_batches, num_batches
 from bench.models import Classifier
 from bench.timing import StageTimer
 from bench.workload import OPTIMIZERS, WORKLOADS, Schedule
@@ -42,10 +43,11 @@ class EpochRecord:
     e2e_seconds: float
     lr: float
     counts: Counts  # this epoch's work only
+    probes: list = field(default_factory=list)  # [optimizer step, probe val acc, train seconds] inside the epoch
 
     def metrics(self) -> dict[str, float]:
         d = asdict(self)
-        d.pop("epoch"), d.pop("counts")
+        d.pop("epoch"), d.pop("counts"), d.pop("probes")
         return {**d, **{f"epoch_{k}": v for k, v in self.counts.as_dict().items()}}
 
     @classmethod
@@ -99,6 +101,11 @@ class Trainer:
             call_hook(method, "setup", self.ctx)
             self.planned_steps = planned_steps(method, cfg.epochs)
             self.loop = self._loop(method, self.model, self.step_model, cfg.epochs, self.counts)
+            # probes every so many steps, the same for every method of a setting: time to target
+            # is read between epoch ends, on a fixed validation subset, off the train clock
+            full_epoch = num_batches(len(self.train), cfg.batch_size)
+            self.probe_every = cfg.eval_every or max(1, math.ceil(full_epoch / self.workload.probes_per_epoch))
+            self.probe_idx = torch.arange(min(len(self.val), self.workload.probe_samples))
 
     # -- data
 
@@ -180,10 +187,11 @@ class Trainer:
         loop.counts.steps += 1
         return logits.detach().float(), losses.detach(), loss.detach()
 
-    def _epoch(self, loop: Loop, epoch: int, on_step=None, watch: bool = False):
+    def _epoch(self, loop: Loop, epoch: int, on_step=None, watch: bool = False, probes: list | None = None):
         """One epoch of `loop`; returns the summed training loss (a device tensor) and, when
         `watch`, the first step whose loss was not finite (-1: none). On CPU that stops the
-        epoch at once; on a GPU it is tracked on the device, read once at the epoch's end."""
+        epoch at once; on a GPU it is tracked on the device, read once at the epoch's end.
+        With `probes`, a validation probe is appended every `probe_every` steps."""
         t, method = self.timer, loop.method
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -208,6 +216,8 @@ class Trainer:
             with t.stage("bookkeeping"):
                 call_hook(method, "observe", batch, logits, losses)
             t.flush()
+            if probes is not None and loop.counts.steps % self.probe_every == 0:
+                probes.append(self.probe())
             if on_step:
                 on_step()
         with t.stage("bookkeeping"):
@@ -217,8 +227,8 @@ class Trainer:
     def train_epoch(self, epoch: int, on_step=None) -> EpochRecord:
         """Train one epoch, evaluate, and say what it did. Raises Diverged on a non-finite
         training loss or non-finite weights."""
-        before = self.counts.as_dict()
-        loss_sum, first_bad = self._epoch(self.loop, epoch, on_step, watch=True)
+        before, probes = self.counts.as_dict(), []
+        loss_sum, first_bad = self._epoch(self.loop, epoch, on_step, watch=True, probes=probes)
         bad = int(first_bad)
         if bad >= 0:
             raise Diverged(epoch, bad, "the training loss is not finite")
@@ -233,7 +243,7 @@ class Trainer:
         return EpochRecord(
             epoch, val_acc, val_loss, test_acc, loss_sum.item() / max(1, counts.backwards),
             self.timer.train_seconds(), t["search"], t["evaluation"], self.timer.total_seconds(),
-            self.loop.sched.get_last_lr()[0], counts)
+            self.loop.sched.get_last_lr()[0], counts, probes)
 
     def train_copy(self, method: Method, ctx: HarnessContext, epochs: int) -> None:
         """Train `ctx.model` (a copy) with `method` for `epochs`: its own optimizer and schedule,
@@ -257,6 +267,13 @@ class Trainer:
             out.append(logits)
             losses.append(F.cross_entropy(logits, y, reduction="none"))
         return Scores(torch.cat(out), torch.cat(losses))
+
+    def probe(self) -> list:
+        """[step, accuracy on the fixed validation subset, train seconds so far]."""
+        with self.timer.stage("evaluation"):
+            sc = self.forward_eval(self.model, self.val, self.probe_idx)
+            acc = (sc.logits.argmax(1) == self.val.y[self.probe_idx].to(self.device)).float().mean().item()
+        return [self.counts.steps, acc, self.timer.train_seconds()]
 
     def evaluate(self, split: Split, model=None) -> tuple[float, float]:
         model = model or self.model

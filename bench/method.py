@@ -160,6 +160,11 @@ class Method:
         suite loads and before a run opens, so a no-op cell is never recorded."""
         return None
 
+    def final_metrics(self) -> dict[str, float]:
+        """Figures the method measured about itself (e.g. SIFT's rank correlation), logged
+        with the run's final metrics."""
+        return {}
+
     def active_share(self) -> float | None:
         """Share of steps (or epochs) in which a mechanism that can stay off at run time
         was on; None when the method always acts. Logged with the run; 0 is labelled."""

@@ -35,6 +35,8 @@ class Workload:
     eval_batch_cpu: int = 256  # evaluation and scoring batch: the larger of this and the training batch
     eval_batch_gpu: int = 1024
     augment_seed_offset: int = 7  # augmentation generator seed = cell seed + this
+    probes_per_epoch: int = 4  # validation probes per full (uniform) epoch, for time to target
+    probe_samples: int = 1024  # the probes' fixed validation subset: its first this many samples
 
 
 IMAGE = Workload("image", "sgd")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench import tracking
+from bench.controls import control_of_run
 from bench.report.metrics import final_metrics
 from bench.suite import REFERENCE
 
@@ -62,12 +63,23 @@ def _scan(suite) -> tuple[set[str], list]:
             return hardware, diverged
 
 
-def _finished(suite) -> list[tuple[Any, Any]]:
-    """(cfg, run) for every finished run of the suite's cells, on every hardware that ran one."""
+def _finished(suite) -> list[tuple[Any, Any, str]]:
+    """(cfg, run, control_of) for every finished run of the suite's cells, on every hardware that
+    ran one, then for each method run its matched control's run (found again from the method
+    run's logged shape, bench/controls.py), shown as a row of the method it controls."""
     hardware, _ = _scan(suite)
     wanted = {cfg.key(hw): cfg for cfg in suite.cells() for hw in sorted(hardware)}
     found = tracking.finished_runs(list(wanted))
-    return [(wanted[k], run) for k, run in found.items()]
+    rows = [(wanted[k], run, "") for k, run in found.items()]
+    controls = {}  # control key -> [(control cfg, the method cfg it controls)]
+    for cfg, run, _ in rows:
+        ctl = control_of_run(cfg, run)
+        if ctl is not None:
+            controls.setdefault(ctl.key(run.data.tags.get("hardware", "unknown")), []).append((ctl, cfg))
+    for k, run in tracking.finished_runs(list(controls)).items():
+        for ctl, owner in controls[k]:
+            rows.append((ctl.replace(drop=owner.drop, seed=owner.seed), run, owner.method))
+    return rows
 
 
 def _series(c, run_id: str, name: str) -> dict[int, float]:
@@ -115,14 +127,14 @@ def collect(suite) -> pd.DataFrame:
     wanted = final_metrics()
     c = tracking.client()
     rows = []
-    for cfg, run in _finished(suite):
+    for cfg, run, control_of in _finished(suite):
         t, m = run.data.tags, run.data.metrics
         rows.append({
             "hardware": t.get("hardware", "unknown"), "model": cfg.model, "dataset": cfg.dataset,
             "label_noise": float(cfg.label_noise), "epochs": int(cfg.epochs), "setting": setting_of(cfg),
             "method": cfg.method, "variant": variant_of(cfg.params),
             "params": json.dumps(cfg.params, sort_keys=True, default=str),
-            "control_of": str(cfg.params.get("control_of") or t.get("control_of") or ""),
+            "control_of": control_of,
             "drop": float(cfg.drop), "seed": int(cfg.seed), "label": cfg.label,
             "faithful": _bool(t.get("faithful", True)), "git_commit": t.get("git_commit", "unknown"),
             "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,
