@@ -24,7 +24,7 @@ derives the step count from `epoch_size`; override it only when the steps are
 not `epoch_size / batch_size` (Selective Backprop's online batches). Both are
 asked again after each `start_epoch`, so a size known only then still counts.
 
-Where the time goes (bench/engine.py, `Trainer.run_epoch`): `start_epoch`,
+Where the time goes (bench/engine.py, `Trainer.train_epoch`): `start_epoch`,
 `observe` and `end_epoch` run in the *bookkeeping* stage; everything that
 happens while the engine draws the next batch (`batches`, hence
 `epoch_indices` and `select`) runs in the *selection* stage. Both stages are

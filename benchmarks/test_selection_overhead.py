@@ -8,7 +8,7 @@ Fashion-MNIST subset, batch 128, drop 0.5, 4 planned epochs, on CUDA when availa
 CPU). Method parameters are those of the regression suite (results/suites/regress.yaml,
 e.g. Swift Sampler's shrunk search), plus `BENCH_PARAMS` below.
 
-Warm-up, not measured: epochs 0 and 1 are really trained (`Trainer.run_epoch`: start
+Warm-up, not measured: epochs 0 and 1 are really trained (`Trainer.train_epoch`: start
 and end of epoch, batches, steps, observe), so every method is past its warm-up and
 has real state (loss histories, a selected subset, a learned sampler); then
 `start_epoch(2)` runs once (whole-epoch work such as a subset or sampler choice is
@@ -120,8 +120,7 @@ def _prepared(method_name: str):
     """Method set up on a real Trainer + HarnessContext, past WARM_EPOCHS real training epochs."""
     from bench.cell import prepare
     from bench.config import CellConfig
-    from bench.engine import Counts, HarnessContext, Trainer
-    from bench.timing import StageTimer
+    from bench.engine import Trainer
 
     device = _device()
     params = {**_suite_params().get(method_name, {}), **BENCH_PARAMS.get(method_name, {})}
@@ -129,12 +128,10 @@ def _prepared(method_name: str):
                      drop=0.0 if method_name == "uniform" else 0.5, epochs=EPOCHS, seed=0, batch_size=128,
                      train_limit=TRAIN_LIMIT, eval_limit=128, device=device.type, progress=False)
     method, data, model = prepare(cfg)
-    trainer = Trainer(cfg, data, model, device, StageTimer(device))
-    ctx = HarnessContext(trainer, cfg.drop, cfg.epochs, cfg.seed)
-    method.setup(ctx)
-    opt, sched = trainer.make_optimizer(trainer.model, method, cfg.epochs)
+    trainer = Trainer(cfg, data, model, device, method=method)
+    ctx = trainer.ctx
     for epoch in range(WARM_EPOCHS):
-        trainer.run_epoch(method, epoch, trainer.model, trainer.step_model, opt, sched, Counts())
+        trainer.train_epoch(epoch)
     method.start_epoch(WARM_EPOCHS)
     if device.type == "cuda":
         torch.cuda.synchronize()
