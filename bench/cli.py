@@ -41,6 +41,8 @@ def _add_cell_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-every", type=int, default=0, metavar="STEPS",
+                   help="optimizer steps between validation probes (time to target); default 0: four per epoch")
 
 
 def _add_scale_args(p: argparse.ArgumentParser) -> None:
