@@ -74,7 +74,7 @@ def cmd_run(a) -> int:
         model=a.model, dataset=a.dataset, method=a.method, params=_params(a.param), drop=a.drop, epochs=a.epochs,
         seed=a.seed, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, train_limit=a.train_limit,
         eval_limit=a.eval_limit, label_noise=a.label_noise, max_length=a.max_length, compile=a.compile,
-        device=a.device, progress=not a.no_progress,
+        device=a.device, progress=not a.no_progress, eval_every=a.eval_every,
     )
     try:
         result = run_cell(cfg)
