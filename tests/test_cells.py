@@ -4,6 +4,7 @@ import pytest
 from bench import tracking
 from bench.cell import run_cell
 from bench.registry import METHODS, list_methods
+from bench.suite import load_suite
 from conftest import tiny_cell, tiny_text_cell
 
 
@@ -20,17 +21,20 @@ def _check(res, cfg):
     assert sorted(h.step for h in hist) == list(range(cfg.epochs))
 
 
-def _drop(method):
-    return 0.5 if METHODS.get(method).uses_drop else 0.0  # methods with no drop knob refuse drop > 0
+def _cell(make, method):
+    """3 epochs (every method gets past its warm-up), the quick suite's shrunk method parameters,
+    drop 0.5 where the method has a drop knob (those without refuse drop > 0)."""
+    drop = 0.5 if METHODS.get(method).uses_drop else 0.0
+    return make(method=method, drop=drop, epochs=3, params=dict(load_suite("quick").method_params.get(method, {})))
 
 
 @pytest.mark.parametrize("method", list_methods())
 def test_image_cell(method, store):
-    cfg = tiny_cell(method=method, drop=_drop(method))
+    cfg = _cell(tiny_cell, method)
     _check(run_cell(cfg, log=lambda *_: None), cfg)
 
 
 @pytest.mark.parametrize("method", list_methods())
 def test_text_cell(method, store):
-    cfg = tiny_text_cell(method=method, drop=_drop(method))
+    cfg = _cell(tiny_text_cell, method)
     _check(run_cell(cfg, log=lambda *_: None), cfg)
