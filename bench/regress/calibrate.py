@@ -94,10 +94,11 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=float, default=0.10, help="injected work as a share of training cost (default 0.10)")
     p.add_argument("--no-busy", dest="busy", action="store_false", help="do not keep one core busy meanwhile")
     p.add_argument("--suite", default="regress")
+    p.add_argument("--baseline", type=Path, default=None, help="baseline file (default results/regress/baseline.json)")
     p.add_argument("--out", type=Path, default=None, help="folder for calibration.json/.md (default results/regress)")
     a = p.parse_args(argv)
     out = a.out or baseline_path().parent
-    r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out)
+    r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out, a.baseline)
     print(_markdown(r))
     return 0
 
