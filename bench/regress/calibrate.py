@@ -24,13 +24,15 @@ from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds
 
 
-def _one(baseline_file: Path, suite: str) -> dict:
+def _one(baseline_file: Path, suite: str, method: str | None = None) -> dict:
     lines: list[str] = []
     t0 = time.perf_counter()
     rc = guard(suite_name=suite, baseline_file=baseline_file, log=lambda *a: lines.append(" ".join(map(str, a))))
     verdict = next((ln for ln in reversed(lines) if ln.startswith("regress: ")), "")
     return {"failed": rc != 0, "wall_seconds": round(time.perf_counter() - t0, 1), "verdict": verdict,
-            "detectable": next((ln for ln in lines if ln.startswith("detectable slowdown")), "")}
+            "detectable": next((ln for ln in lines if ln.startswith("detectable slowdown")), ""),
+            # the injected method's timing rows, as printed (its own change against its tolerance)
+            "rows": [ln for ln in lines if method and ln.startswith(method + " ") and (" train_cost " in ln or " speedup " in ln)]}
 
 
 def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suite: str, out: Path,
@@ -48,7 +50,7 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
         for i in range(sensitivity):
             m = methods[i % len(methods)]
             with inject_cpu_work(m, per_step_seconds(base["methods"][m], share)):
-                r = _one(path, suite)
+                r = _one(path, suite, m)
             r["method"] = m
             r["caught_by_method"] = f"{m} train_cost" in r["verdict"] or f"{m} speedup" in r["verdict"]
             injected.append(r)

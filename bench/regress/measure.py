@@ -164,10 +164,10 @@ def _row(runs: list[Run], speedups: list[float], refs: list[Run], cfg: CellConfi
 def merge_better(first: dict, again: dict) -> list[str]:
     """Keep, per method and timing metric, the better of two measurements (`again` re-measured
     only some methods). A real regression fails both; a burst of load rarely does. Returns the
-    methods re-measured."""
+    methods re-measured (the reference too, when it came along: its train_cost is judged as well)."""
     done = []
     for lab, row in again["methods"].items():
-        if lab not in first["methods"] or lab in first.get("reference", {}):
+        if lab not in first["methods"]:
             continue
         old = first["methods"][lab]
         old["remeasured"] = {m: [old[m], row[m]] for m in ("train_cost", "speedup")}
