@@ -2,7 +2,7 @@
 
 Timing tolerances are per method, derived at `--update` from the spread of the rounds:
 tolerance = max(floor, k x sigma), sigma being the standard error of the difference
-between two medians, this run's (ROUNDS rounds) and the baseline's (UPDATE_ROUNDS). The
+between two medians, a guard run's (ROUNDS rounds) and the baseline's (UPDATE_ROUNDS). The
 rules (k, floors, realized-work and accuracy tolerances) live in the file's "tolerances"
 and are kept across updates; the per-method values are re-derived each time.
 """
@@ -42,11 +42,13 @@ def baseline_path() -> Path:
 
 
 def spread(samples: list[float]) -> float:
-    """Relative standard deviation of one round's value (0 for fewer than two samples)."""
+    """Relative standard deviation of one round's value, from the median absolute deviation
+    (0 for fewer than two samples). Robust, like the medians compared: one run slowed by a
+    burst of load widens no tolerance."""
     if len(samples) < 2:
         return 0.0
     mid = statistics.median(samples)
-    return statistics.stdev(samples) / mid if mid else 0.0
+    return 1.4826 * statistics.median(abs(x - mid) for x in samples) / mid if mid else 0.0
 
 
 def sigma_of_median(single: float, rounds: int) -> float:
