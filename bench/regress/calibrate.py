@@ -32,7 +32,8 @@ def _one(baseline_file: Path, suite: str, method: str | None = None) -> dict:
     return {"failed": rc != 0, "wall_seconds": round(time.perf_counter() - t0, 1), "verdict": verdict,
             "detectable": next((ln for ln in lines if ln.startswith("detectable slowdown")), ""),
             # the injected method's timing rows, as printed (its own change against its tolerance)
-            "rows": [ln for ln in lines if method and ln.startswith(method + " ") and (" train_cost " in ln or " speedup " in ln)]}
+            "rows": [ln for ln in lines if method and ln.startswith(method + " ")
+                     and (" train_cost " in ln or " speedup " in ln)]}
 
 
 def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suite: str, out: Path,
