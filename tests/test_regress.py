@@ -175,3 +175,33 @@ def test_missing_baseline_is_one_clear_line_and_trains_nothing(tmp_path, monkeyp
     assert cli.main(["regress", "--suite", str(p)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no regression baseline" in err and "--update" in err and "\n" not in err
+
+
+def test_calibration_counts_passes_and_failures_and_injects_only_during_sensitivity_runs(tmp_path, monkeypatch):
+    from bench.regress import calibrate
+    from bench.registry import METHODS
+
+    base = {"methods": {"uniform": row(1.0, 48, 1.0, 1.0, 0.0), "random_subset": row(), "sift": row()},
+            "reference": {"uniform": {}}, "hardware": "cpu", "torch": "t", "created": "now", "tolerances": TOL}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(base))
+    own = {m: METHODS.get(m).__dict__.get("observe") for m in ("random_subset", "sift")}
+    seen = []
+
+    def fake_guard(suite_name, baseline_file, log):  # fails exactly when a method's hook is patched
+        patched = [m for m in own if METHODS.get(m).__dict__.get("observe") is not own[m]]
+        seen.append(patched)
+        log(f"regress: {'FAIL' if patched else 'PASS'}: " + ", ".join(f"{m} train_cost" for m in patched))
+        return 1 if patched else 0
+
+    monkeypatch.setattr(calibrate, "guard", fake_guard)
+    monkeypatch.setattr(calibrate, "measure", lambda *a, **k: {"methods": {m: {"cost_seconds": 0.01, "total_steps": 4}
+                                                                           for m in own}})
+    r = calibrate.calibrate(sensitivity=2, false_alarm=3, share=0.1, busy=False, suite="regress", out=tmp_path,
+                            baseline_file=path)
+    assert seen == [[], [], [], ["random_subset"], ["sift"]]  # the injected method rotates; nothing leaks
+    assert r["false_alarms"]["passed"] == 3 and r["sensitivity"]["failed"] == 2
+    assert r["sensitivity"]["failed_on_the_injected_method"] == 2
+    assert {m: METHODS.get(m).__dict__.get("observe") for m in own} == own
+    md = (tmp_path / "calibration.md").read_text()
+    assert "passed 3 of 3" in md and "in 2 of 2 runs" in md and "Machine:" in md

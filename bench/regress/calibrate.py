@@ -3,7 +3,7 @@
 Runs the whole guard against the committed baseline, unchanged `--false-alarm` times
 (each should pass) and with CPU work injected into one method `--sensitivity` times (each
 should fail; the method rotates through the suite, the work is `--share` of its training
-cost per step, as a busy loop). By default a child process keeps one core busy throughout,
+cost per step, measured just before, as a busy loop). By default a child process keeps one core busy throughout,
 the condition the guard is meant for. Writes results/regress/calibration.json and .md,
 naming the machine. Takes about (runs x the guard's time): ~75 minutes for 10 + 20.
 """
@@ -22,12 +22,14 @@ from pathlib import Path
 from bench.regress.baseline import baseline_path, cpu_model, load_baseline
 from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds
+from bench.regress.measure import measure
+from bench.suite import load_suite
 
 
 def _one(baseline_file: Path, suite: str, method: str | None = None) -> dict:
     lines: list[str] = []
     t0 = time.perf_counter()
-    rc = guard(suite_name=suite, baseline_file=baseline_file, log=lambda *a: lines.append(" ".join(map(str, a))))
+    rc = guard(suite_name=suite, baseline_file=baseline_file, log=lambda *a: lines.extend(" ".join(map(str, a)).splitlines()))
     verdict = next((ln for ln in reversed(lines) if ln.startswith("regress: ")), "")
     return {"failed": rc != 0, "wall_seconds": round(time.perf_counter() - t0, 1), "verdict": verdict,
             "detectable": next((ln for ln in lines if ln.startswith("detectable slowdown")), ""),
@@ -50,7 +52,9 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
                   f"({unchanged[-1]['wall_seconds']:.0f} s) {unchanged[-1]['verdict'][:200]}", flush=True)
         for i in range(sensitivity):
             m = methods[i % len(methods)]
-            with inject_cpu_work(m, per_step_seconds(base["methods"][m], share)):
+            # size the work from the method's cost now, under this run's conditions, not the baseline's
+            cost_now = measure(load_suite(suite), rounds=1, log=lambda *a: None, only={m})["methods"][m]
+            with inject_cpu_work(m, per_step_seconds(cost_now, share)):
                 r = _one(path, suite, m)
             r["method"] = m
             r["caught_by_method"] = f"{m} train_cost" in r["verdict"] or f"{m} speedup" in r["verdict"]
