@@ -195,8 +195,7 @@ def test_calibration_counts_passes_and_failures_and_injects_only_during_sensitiv
         return 1 if patched else 0
 
     monkeypatch.setattr(calibrate, "guard", fake_guard)
-    monkeypatch.setattr(calibrate, "measure", lambda *a, **k: {"methods": {m: {"cost_seconds": 0.01, "total_steps": 4}
-                                                                           for m in own}})
+    monkeypatch.setattr(calibrate, "per_step_seconds_now", lambda suite, m, share: 0.001)
     r = calibrate.calibrate(sensitivity=2, false_alarm=3, share=0.1, busy=False, suite="regress", out=tmp_path,
                             baseline_file=path)
     assert seen == [[], [], [], ["random_subset"], ["sift"]]  # the injected method rotates; nothing leaks

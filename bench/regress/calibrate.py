@@ -21,8 +21,7 @@ from pathlib import Path
 
 from bench.regress.baseline import baseline_path, cpu_model, load_baseline
 from bench.regress.guard import main as guard
-from bench.regress.inject import inject_cpu_work, per_step_seconds
-from bench.regress.measure import measure
+from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
 
 
@@ -52,9 +51,7 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
                   f"({unchanged[-1]['wall_seconds']:.0f} s) {unchanged[-1]['verdict'][:200]}", flush=True)
         for i in range(sensitivity):
             m = methods[i % len(methods)]
-            # size the work from the method's cost now, under this run's conditions, not the baseline's
-            cost_now = measure(load_suite(suite), rounds=1, log=lambda *a: None, only={m})["methods"][m]
-            with inject_cpu_work(m, per_step_seconds(cost_now, share)):
+            with inject_cpu_work(m, per_step_seconds_now(load_suite(suite), m, share)):
                 r = _one(path, suite, m)
             r["method"] = m
             r["caught_by_method"] = f"{m} train_cost" in r["verdict"] or f"{m} speedup" in r["verdict"]

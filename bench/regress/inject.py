@@ -41,5 +41,13 @@ def inject_cpu_work(method: str, seconds_per_step: float) -> Iterator[None]:
 
 def per_step_seconds(row: dict, share: float) -> float:
     """CPU seconds per step that make a method's training `share` slower (0.1 = 10%),
-    from its baseline row: share of its CPU cost (training and search) per step."""
+    from a measured row: share of its CPU cost (training and search) per step."""
     return share * row["cost_seconds"] / max(1, row["total_steps"])
+
+
+def per_step_seconds_now(suite, method: str, share: float) -> float:
+    """As `per_step_seconds`, from one run of the method measured now: CPU seconds per unit
+    of work vary with what else the machine runs, so a baseline's may be off by 20%."""
+    from bench.regress.measure import measure
+
+    return per_step_seconds(measure(suite, rounds=1, log=lambda *a: None, only={method})["methods"][method], share)
