@@ -3,6 +3,12 @@
 Time is exclusive: each interval between two marks belongs to the stage that was
 current, so nested stages never count twice. Inside `exclusive("search")` every
 inner stage is charged to search.
+
+CPU-time mode: inside `with thread_cpu_time():`, timers created on CPU read
+`time.thread_time()`, the CPU seconds the calling thread consumed. With one torch
+thread all of a cell's work runs in that thread, so time the process spends
+descheduled (another process on the core) is not counted. The regression guard
+uses it; wall time stays the default everywhere else.
 """
 from __future__ import annotations
 
@@ -15,10 +21,24 @@ STAGES = ("data", "selection", "forward", "backward", "optimizer", "bookkeeping"
 NOT_TRAIN = ("search", "evaluation")  # train time excludes these; end-to-end includes them
 HARNESS = "harness"  # checkpoints and logging: the harness's own cost, in neither time
 
+_thread_clock = False  # set by `thread_cpu_time()`; read when a timer is created
+
+
+@contextlib.contextmanager
+def thread_cpu_time():
+    """CPU timers created inside count the thread's CPU seconds instead of wall seconds."""
+    global _thread_clock
+    before, _thread_clock = _thread_clock, True
+    try:
+        yield
+    finally:
+        _thread_clock = before
+
 
 class StageTimer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.clock = time.thread_time if _thread_clock and not self.cuda else time.perf_counter
         self.totals = dict.fromkeys(STAGES + ("other", HARNESS), 0.0)
         self.current = "other"
         self._locked = 0
@@ -30,7 +50,7 @@ class StageTimer:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             return ev
-        return time.perf_counter()
+        return self.clock()
 
     def _switch(self, stage: str) -> None:
         if stage == self.current:

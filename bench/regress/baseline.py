@@ -1,0 +1,146 @@
+"""The baseline file (results/regress/baseline.json) and the tolerances stored in it.
+
+Timing tolerances are per method, derived at `--update` from the spread of the rounds:
+tolerance = max(floor, k x sigma), sigma being the standard error of the difference
+between two medians, a guard run's (ROUNDS rounds) and the baseline's (UPDATE_ROUNDS). The
+rules (k, floors, realized-work and accuracy tolerances) live in the file's "tolerances"
+and are kept across updates; the per-method values are re-derived each time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.paths import results_dir
+from bench.regress.measure import ROUNDS
+
+UPDATE_ROUNDS = 10  # rounds when writing a baseline: its median is then closer to the truth than a guard run's
+TIMING = {"train_cost": "rel_rise", "speedup": "rel_drop"}  # timing metric -> its per-method tolerance key
+
+DEFAULT_TOLERANCES: dict = {
+    "backward_fraction": {"abs": 1e-9, "doc": "realized backward passes / (epochs x N); fails when |now - baseline| > abs"},
+    "total_steps": {"doc": "optimizer steps taken; fails when it differs from the baseline at all"},
+    "acc_delta_points": {"drop_points": 3.0,
+                         "doc": "100 x (final test acc - uniform's); fails when now < baseline - drop_points"},
+    "train_cost": {"floor": 0.02, "doc": "CPU time of steps + selection + bookkeeping + search over CPU time of steps, "
+                                         "same run, median over rounds; fails when now > baseline x (1 + rel_rise)"},
+    "speedup": {"floor": 0.05, "doc": "uniform's CPU cost (runs either side) over the method's, evaluation left out, "
+                                      "median over rounds; fails when now < baseline x (1 - rel_drop)"},
+    "k": 4.0,
+    "per_method": {},  # derived at --update: {method: {"train_cost": {"rel_rise": x}, "speedup": {"rel_drop": y}}}
+}
+
+
+def baseline_path() -> Path:
+    return results_dir() / "regress" / "baseline.json"
+
+
+def spread(samples: list[float]) -> float:
+    """Relative standard deviation of one round's value, from the median absolute deviation
+    (0 for fewer than two samples). Robust, like the medians compared: one run slowed by a
+    burst of load widens no tolerance."""
+    if len(samples) < 2:
+        return 0.0
+    mid = statistics.median(samples)
+    return 1.4826 * statistics.median(abs(x - mid) for x in samples) / mid if mid else 0.0
+
+
+def sigma_of_median(single: float, rounds: int) -> float:
+    return 1.2533 * single / math.sqrt(max(1, rounds))  # standard error of a median of normal samples
+
+
+def derive_tolerances(now: dict, rules: dict, rounds: int = ROUNDS) -> dict:
+    """Per-method timing tolerances from the spread of `now`'s rounds (see the module docstring)."""
+    k = float(rules.get("k", DEFAULT_TOLERANCES["k"]))
+    out: dict = {}
+    for lab, row in now["methods"].items():
+        for metric, key in TIMING.items():
+            xs = row["samples"][metric]
+            if len(xs) < 2:
+                continue  # the reference's speedup is 1 by definition
+            single = spread(xs)
+            sigma = math.hypot(sigma_of_median(single, rounds), sigma_of_median(single, len(xs)))
+            floor = float(rules.get(metric, {}).get("floor", DEFAULT_TOLERANCES[metric]["floor"]))
+            out.setdefault(lab, {})[metric] = {key: math.ceil(1000 * max(floor, k * sigma)) / 1000}
+    return out
+
+
+def tolerance(tolerances: dict, method: str, metric: str, key: str) -> float:
+    over = tolerances.get("per_method", {}).get(method, {}).get(metric, {})
+    if key in over:
+        return float(over[key])
+    if key in tolerances.get(metric, {}):
+        return float(tolerances[metric][key])
+    if metric in TIMING:  # a method without a derived tolerance: the floor
+        return float(tolerances.get(metric, {}).get("floor", DEFAULT_TOLERANCES[metric]["floor"]))
+    return float(DEFAULT_TOLERANCES[metric][key])
+
+
+def load_baseline(path: Path) -> dict:
+    if not path.exists():
+        raise BenchError(f"no regression baseline at {path}; create it on purpose with `python -m bench regress --update`")
+    try:
+        base = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BenchError(f"regression baseline {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    if "train_cost" not in next(iter(base.get("methods", {}).values()), {"train_cost": 0}):
+        raise BenchError(f"regression baseline {path} is of an older format (no train_cost); "
+                         "rewrite it with `python -m bench regress --update`")
+    return base
+
+
+def make_baseline(now: dict, rules: dict) -> dict:
+    from bench.cell import git_commit
+
+    tolerances = {**json.loads(json.dumps(rules)), "per_method": derive_tolerances(now, rules)}
+    return {
+        "about": ("Regression baseline of `python -m bench regress` (bench/regress/): per method, realized work, "
+                  "CPU-time train cost and speedup over uniform (medians over rounds, with their samples) and the "
+                  "accuracy change over uniform. Rewrite only on purpose, on the machine CI runs on: "
+                  "`python -m bench regress --update`. Rules in tolerances are kept across updates; per_method "
+                  "tolerances are re-derived from the rounds' spread."),
+        "suite": now["suite"],
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "git_commit": git_commit(),
+        "hardware": now["hardware"],
+        "cpu": cpu_model(),
+        "torch": now["torch"],
+        "python": platform.python_version(),
+        "rounds": now["rounds"],
+        "measurement_wall_seconds": round(now["wall_seconds"], 1),
+        "tolerances": tolerances,
+        "reference": now["reference"],
+        "methods": now["methods"],
+    }
+
+
+def rules_of(baseline: dict | None) -> dict:
+    """The tolerance rules to keep: the file's, without its derived per-method values."""
+    rules = json.loads(json.dumps((baseline or {}).get("tolerances") or DEFAULT_TOLERANCES))
+    if "k" not in rules or "floor" not in rules.get("train_cost", {}):  # an older file: start from the defaults
+        rules = json.loads(json.dumps(DEFAULT_TOLERANCES))
+    rules["per_method"] = {}
+    return rules
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)"
+
+
+def write_baseline(path: Path, baseline: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(baseline, indent=1) + "\n")
+    os.replace(tmp, path)
