@@ -2,10 +2,14 @@
 
 Every pass a method asks for is counted in the one `Counts` of its Trainer:
 scoring passes as selection forwards, early exits as partial forwards, trials
-as search forwards and backwards.
+as search forwards and backwards. Passes made inside `ctx.search()` (a search, or
+a diagnostic such as SIFT's rank-correlation probe) are search forwards: they are
+off the train clock, so they are off the train work too (an early exit there is
+charged as a full forward, the conservative count).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, fields
 
@@ -56,15 +60,22 @@ class HarnessContext(Context):
         self.counts = counts if counts is not None else Counts()
         self.exits: dict[int, int] = {}  # samples passed through each early exit k (their cost depends on k)
         self.artifact_sink = artifact_sink  # set once the run is open
+        self._searching = 0  # inside ctx.search(): passes are search work
 
     def score(self, indices: torch.Tensor) -> Scores:
-        self.counts.selection_forwards += len(indices)
+        if self._searching:
+            self.counts.search_forwards += len(indices)
+        else:
+            self.counts.selection_forwards += len(indices)
         return self.trainer.forward_eval(self.model, self.trainer.train, indices)
 
     @torch.no_grad()
     def early_exit(self, indices: torch.Tensor, k: int):
-        self.counts.partial_forwards += len(indices)
-        self.exits[k] = self.exits.get(k, 0) + len(indices)
+        if self._searching:
+            self.counts.search_forwards += len(indices)
+        else:
+            self.counts.partial_forwards += len(indices)
+            self.exits[k] = self.exits.get(k, 0) + len(indices)
         tr = self.trainer
         x, mask, _ = tr.inputs(tr.train, indices)
         self.model.eval()
@@ -94,8 +105,14 @@ class HarnessContext(Context):
         self.counts.search_backwards += sub.counts.backwards
         return acc
 
+    @contextlib.contextmanager
     def search(self):
-        return self.trainer.timer.exclusive("search")
+        with self.trainer.timer.exclusive("search"):
+            self._searching += 1
+            try:
+                yield
+            finally:
+                self._searching -= 1
 
     def log_artifact(self, name: str, obj) -> None:
         if self.artifact_sink:

@@ -113,8 +113,9 @@ def test_real_cell_counts(store):
     m = res.metrics
     per_batch = math.ceil(0.1 * 64)
     assert m["total_backwards"] == m["total_forwards"] == 256 + 4 * per_batch  # epoch 0 fits the exit head
-    assert m["total_partial_forwards"] == 2 * 256 + 2 * 32  # every batch's early pass, and the probe's
-    assert m["total_selection_forwards"] == 2 * 32 and m["total_steps"] == 8  # the probe's full passes
+    assert m["total_partial_forwards"] == 2 * 256  # every batch's early pass
+    assert m["total_selection_forwards"] == 0 and m["total_steps"] == 8
+    assert m["total_search_forwards"] == 2 * (32 + 32)  # the probe's early and full passes, a diagnostic: search
 
 
 def test_no_op_cells_are_refused():
@@ -127,7 +128,7 @@ def test_rank_correlation_on_the_probe_is_logged_and_returned():
     cfg = tiny_cell(method="sift", drop=0.5)
     trainer, ctx = harness_ctx(cfg)
     logged = {}
-    ctx._artifact_sink = lambda name, obj: logged.update({name: obj})
+    ctx.artifact_sink = lambda name, obj: logged.update({name: obj})
     m = SIFT(drop=0.5, probe_size=64)
     m.setup(ctx)
     trainer.timer.start()

@@ -14,14 +14,18 @@ def test_shipped_suite_loads_and_validates(name):
     assert all(c.drop == 0.0 for c in cells if c.method == "uniform")
 
 
-def test_quick_suite_covers_every_method_two_drops_two_seeds():
-    from bench.registry import list_methods
+def test_quick_suite_runs_every_method_in_every_block_three_seeds():
+    from bench.registry import METHODS, list_methods
 
-    cells = load_suite("quick").cells()
-    assert {c.method for c in cells} == set(list_methods())
-    for m in set(list_methods()) - {"uniform"}:
-        assert len({c.drop for c in cells if c.method == m}) >= 2
-    assert len({c.seed for c in cells}) >= 2
+    suite = load_suite("quick")  # loading refuses any cell in which a method would not act
+    cells = suite.cells()
+    for block in {(c.model, c.dataset) for c in cells}:
+        in_block = [c for c in cells if (c.model, c.dataset) == block]
+        assert {c.method for c in in_block} == set(list_methods()), block
+        for m in list_methods():
+            drops = {c.drop for c in in_block if c.method == m}
+            assert drops == {0.0} if not METHODS.get(m).uses_drop else 0.0 not in drops, (block, m, drops)
+    assert len({c.seed for c in cells}) == 3
 
 
 def test_methods_all_picks_up_new_plugins(monkeypatch):

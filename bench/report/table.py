@@ -9,6 +9,7 @@ from bench.report import stats
 from bench.report.columns import FAR_OFFSET, TARGETS, method_faithfulness
 from bench.report.metrics import METRICS, Metric, nan
 from bench.report.summary import panel_labels, row_name
+from bench.suite import REFERENCE
 
 LEFT = {"faithful", "notes", "paper"}
 
@@ -110,8 +111,33 @@ def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -
     return "\n".join(lines) + "\n\n"
 
 
+def verdict(r) -> str:
+    """One method row against its matched control: beat, tied (the interval holds 0) or lost."""
+    d, lo, hi = (r.get(f"acc_change_control_pts{x}", float("nan")) for x in ("", "_ci_low", "_ci_high"))
+    if nan(d):
+        return "no matched control (it never dropped a sample, or its run predates controls)"
+    if nan(lo) or nan(hi):
+        return f"{d:+.2f} pts against its control, one seed: no verdict"
+    word = "beat" if lo > 0 else "lost to" if hi < 0 else "tied"
+    return f"{word} its matched control: {d:+.2f} pts ({lo:+.2f} to {hi:+.2f})"
+
+
+def verdicts(s: pd.DataFrame) -> str:
+    """Per setting, one line per method row: the answer the suite exists for."""
+    rows = s[(s["method"] != REFERENCE) & (s["control_of"].fillna("") == "")] if "control_of" in s else s.iloc[:0]
+    if rows.empty:
+        return ""
+    labels = panel_labels(s)
+    out = ["## Verdicts: test accuracy against the matched random control", ""]
+    for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
+        out += [f"**{labels[(hw, setting)]}**", ""]
+        out += [f"- {row_name(r)} drop {r['drop']:g}: {verdict(r)}" for _, r in g.iterrows()]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def markdown(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -> str:
-    return header(suite, runs, s, diverged) + legend(s) + render(s)
+    return header(suite, runs, s, diverged) + legend(s) + render(s) + "\n" + verdicts(s)
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
