@@ -112,14 +112,14 @@ def cmd_fetch(a) -> int:
     return 0
 
 
-def _finish_suite(suite, outcome, highlight=None) -> int:
+def _finish_suite(suite, outcome, highlight=None, out_dir=None) -> int:
     try:
         from bench import report
     except ImportError:
         report = None
     if report is not None:
         try:
-            path = report.write(suite)
+            path = report.write(suite, out_dir)
             print(f"tables and plots: {path}")
             if highlight:
                 print(report.render(report.summary(report.collect(suite), suite), highlight=highlight))
@@ -152,7 +152,13 @@ def cmd_suite(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    """Run only one method's cells of a suite (plus the uniform reference) and show its rows beside the others."""
+    """Run one method's cells of a suite with the uniform reference and the matched controls, all
+    measured afresh in one session, interleaved seed by seed: a reference measured at another time
+    (another machine load) never makes a speedup. Resumable with --session."""
+    import dataclasses
+    import time
+
+    from bench.paths import results_dir
     from bench.registry import METHODS
     from bench.runner import run_suite
     from bench.suite import load_suite
@@ -161,7 +167,14 @@ def cmd_compare(a) -> int:
     suite = load_suite(a.suite)
     if not any(c.method == a.method for c in suite.cells()):
         raise BenchError(f"suite {suite.name} has no cells for {a.method}; use a suite with `methods: all` or list it")
-    return _finish_suite(suite, run_suite(suite, only_methods={a.method}), highlight=a.method)
+    session = a.session or f"compare-{a.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"session {session}: {a.method}, uniform and the matched controls measured side by side "
+          f"(interrupted? resume with --session {session})")
+    measured = dataclasses.replace(suite, defaults={**suite.defaults, "session": session})
+    out = run_suite(measured, only_methods={a.method})
+    print(f"rows of other methods (results/{suite.name}/summary.md) were measured at another time: "
+          "compare them with care")
+    return _finish_suite(measured, out, highlight=a.method, out_dir=results_dir() / suite.name / session)
 
 
 def cmd_tables(a) -> int:
@@ -199,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="run one method's cells of a suite and print its rows beside the others")
     c.add_argument("method")
     c.add_argument("suite", nargs="?", default="quick")
+    c.add_argument("--session", help="resume an interrupted comparison (its name is printed when it starts)")
     c.set_defaults(fn=cmd_compare)
     t = sub.add_parser("tables", help="regenerate a suite's tables and plots from MLflow, without training")
     t.add_argument("suite", nargs="?", default="quick")

@@ -16,7 +16,8 @@ _NOT_IN_KEY = ("device", "progress", "eval_every")
 _TYPES = {"model": str, "dataset": str, "method": str, "params": dict, "drop": float, "epochs": int, "seed": int,
           "batch_size": int, "optimizer": str, "lr": float, "weight_decay": float, "train_limit": int,
           "eval_limit": int, "label_noise": float, "val_fraction": float, "max_length": int, "compile": bool,
-          "device": str, "progress": bool, "eval_every": int}
+          "device": str, "progress": bool, "eval_every": int,
+          "session": str}
 _OPTIONAL = ("lr", "weight_decay", "train_limit", "eval_limit")
 DEVICE_FORMAT = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
@@ -55,6 +56,7 @@ class CellConfig:
     device: str = "auto"
     progress: bool = True
     eval_every: int = 0  # optimizer steps between validation probes; 0: four per full epoch
+    session: str = ""  # a measuring session (`compare`): its cells are measured afresh, side by side
 
     def __post_init__(self):
         def bad(what: str, fix: str):

@@ -49,3 +49,24 @@ def test_probes_are_logged_between_epoch_ends(store):
     secs = [m.value for m in sorted(tracking.client().get_metric_history(res.run_id, "probe_train_seconds"),
                                     key=lambda m: m.step)]
     assert secs == sorted(secs) and secs[-1] <= res.metrics["train_seconds"] + 1e-9
+
+
+def test_compare_measures_its_references_afresh_in_one_session(store, tmp_path, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "results"))
+    path = tmp_path / "cmp.yaml"
+    path.write_text("name: cmp\ndefaults: {epochs: 2, batch_size: 64, train_limit: 256, eval_limit: 128, "
+                    "device: cpu, progress: false}\nblocks:\n  - {models: [tiny_cnn], datasets: [fashion_mnist], "
+                    "methods: [uniform, random_subset], drops: [0.5], seeds: [0]}\n")
+
+    def runs_of(method):
+        return [r for r in tracking.client().search_runs([tracking.experiment_id()])
+                if r.data.params.get("method") == method and r.info.status == "FINISHED"]
+
+    assert main(["suite", str(path)]) == 0
+    assert main(["compare", "random_subset", str(path), "--session", "s1"]) == 0
+    assert len(runs_of("uniform")) == 2 and len(runs_of("random_subset")) == 2  # measured again, side by side
+    assert main(["compare", "random_subset", str(path), "--session", "s1"]) == 0  # the same session resumes
+    assert len(runs_of("uniform")) == 2
+    assert (tmp_path / "results" / "cmp" / "s1" / "summary.md").exists()
