@@ -83,7 +83,8 @@ def tests(session):
 
 @nox.session
 def regress(session):
-    """CPU regression guard: realized work, speedup and accuracy against the committed baseline."""
+    """CPU regression guard: realized work, per-method train cost and speedup (CPU time), accuracy,
+    against the committed baseline."""
     _bench(session, "fetch")
     _bench(session, "regress", *session.posargs)
 

@@ -9,6 +9,7 @@ from bench.report import stats
 from bench.report.columns import FAR_OFFSET, TARGETS, method_faithfulness
 from bench.report.metrics import METRICS, Metric, nan
 from bench.report.summary import panel_labels, row_name
+from bench.controls import CONTROL
 from bench.suite import REFERENCE
 
 LEFT = {"faithful", "notes", "paper"}
@@ -79,6 +80,15 @@ def _unfaithful(runs: pd.DataFrame, s: pd.DataFrame, labels) -> str:
                      for (name, cav), rows in by_caveat.items())
 
 
+def _runs_line(suite, runs: pd.DataFrame) -> str:
+    declared = {c.config_key() for c in suite.cells()}
+    own = runs[runs["control_of"].fillna("") == ""] if "control_of" in runs else runs
+    ctl = runs.drop(own.index)
+    done = own["config_key"].isin(declared)
+    return (f"- runs: {int(done.sum())} of the suite's {len(declared)} cells finished, plus "
+            f"{ctl['run_id'].nunique()} matched random control runs the harness added (shared controls count once)")
+
+
 def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -> str:
     lines = [f"# Suite {suite.name}", ""]
     if suite.description:
@@ -86,7 +96,7 @@ def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -
     labels = panel_labels(runs)
     lines += [
         f"- hardware: {'; '.join(sorted(runs['hardware'].unique()))}",
-        f"- runs: {len(runs)} finished (cells with a result: {runs['config_key'].nunique()} of {len(suite.cells())})",
+        _runs_line(suite, runs),
         f"- git commits: {', '.join(sorted(runs['git_commit'].unique()))}",
         f"- intervals: 95% percentile bootstrap over seeds ({stats.N_RESAMPLES} resamples, fixed generator); "
         "comparisons pair runs by seed within one setting and hardware; uniform, the reference, runs once at drop 0",
@@ -114,8 +124,14 @@ def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -
 def verdict(r) -> str:
     """One method row against its matched control: beat, tied (the interval holds 0) or lost."""
     d, lo, hi = (r.get(f"acc_change_control_pts{x}", float("nan")) for x in ("", "_ci_low", "_ci_high"))
+    if r.get("active_share") == 0:
+        return "its switch never turned on: the run was its random control under another name"
     if nan(d):
-        return "no matched control (it never dropped a sample, or its run predates controls)"
+        if r["method"] == CONTROL:
+            return "the random control itself (random subset of the same size from the first epoch)"
+        if r.get("backward_fraction", 0) >= 1.0:
+            return "never dropped a sample: no control; see Δ acc vs uniform"
+        return "no matched control run (a run logged before controls existed: re-run the suite)"
     if nan(lo) or nan(hi):
         return f"{d:+.2f} pts against its control, one seed: no verdict"
     word = "beat" if lo > 0 else "lost to" if hi < 0 else "tied"
