@@ -10,8 +10,9 @@ Steps
    start of epoch 0 as a harness trial on a copy of the model (`ctx.trial`: counted
    and timed as search), and w0 is that copy's weights; with `final="continue"` they
    are the first epochs of the main run.
-2. One eval-mode `ctx.score` pass over all training data with w0 (counted as
-   selection forwards) gives, per sample, its loss and its renormed entropy
+2. One eval-mode `ctx.score` pass over all training data with w0 (inside
+   `ctx.search()`, so counted as search forwards, also when a saved sampler is
+   applied) gives, per sample, its loss and its renormed entropy
    H(softmax) / log(C).
 3. Each feature is mapped to [0, 1] by `transform`: "cgf" (default, cumulative
    gradient function: the share of the total per-sample gradient norm held by

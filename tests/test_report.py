@@ -196,7 +196,7 @@ def test_write_files_and_is_deterministic(built, tmp_path):
     md = (out / "summary.md").read_text()
     assert "# Suite tiny_report" in md and "near = uniform's median final minus 0.5 points" in md
     assert "git commits:" in md and "- diverged: none" in md and "- not faithful to their papers: none" in md
-    assert "runs: 4 finished" in md and "a made-up paper" in md
+    assert "runs: 4 of the suite's 4 cells finished" in md and "a made-up paper" in md
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 2 and {"train_speedup", "e2e_speedup", "ttt_near_s", "ttt_near_speedup", "paper"} <= set(csv.columns)
     again = report.write(built.suite, tmp_path / "b")
