@@ -52,9 +52,9 @@ class ProbHistoryMethod(Method):
         self.replacement = bool(replacement)
 
     def refuse(self, epochs: int) -> str | None:
-        if epochs <= self.warmup_epochs:
-            return (f"{self.name} needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
-                    "raise epochs or lower warmup_epochs")
+        why = self.refuse_warmup(epochs, self.warmup_epochs)
+        if why:
+            return why
         if self.drop == 0 and not self.replacement:
             return (f"{self.name} at drop 0 without replacement draws all N samples (a permutation: uniform training); "
                     "use replacement=True")

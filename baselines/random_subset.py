@@ -27,10 +27,7 @@ class RandomSubset(Method):
     def refuse(self, epochs: int) -> str | None:
         if self.drop == 0:
             return "random_subset at drop 0 is uniform training; give it a drop ratio > 0"
-        if epochs <= self.warmup_epochs:
-            return (f"random_subset needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
-                    "raise epochs or lower warmup_epochs")
-        return None
+        return self.refuse_warmup(epochs, self.warmup_epochs)
 
     def epoch_size(self, epoch: int) -> int:
         return self.ctx.n_train if epoch < self.warmup_epochs else self.keep_count

@@ -86,10 +86,7 @@ class SelectiveBackprop(Method):
     def refuse(self, epochs: int) -> str | None:
         if self.beta == 0:
             return "selective_backprop with beta 0 keeps every sample (uniform training); give beta > 0"
-        if epochs <= self.warmup_epochs:
-            return (f"selective_backprop needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
-                    "raise epochs or lower warmup_epochs")
-        return None
+        return self.refuse_warmup(epochs, self.warmup_epochs)
 
     @property
     def expected_keep(self) -> float:

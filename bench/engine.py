@@ -106,6 +106,7 @@ class Trainer:
             full_epoch = num_batches(len(self.train), cfg.batch_size)
             self.probe_every = cfg.eval_every or max(1, math.ceil(full_epoch / self.workload.probes_per_epoch))
             self.probe_idx = torch.arange(min(len(self.val), self.workload.probe_samples))
+            self.probe_y = self.val.y[self.probe_idx].to(self.device)
 
     # -- data
 
@@ -272,7 +273,7 @@ class Trainer:
         """[step, accuracy on the fixed validation subset, train seconds so far]."""
         with self.timer.stage("evaluation"):
             sc = self.forward_eval(self.model, self.val, self.probe_idx)
-            acc = (sc.logits.argmax(1) == self.val.y[self.probe_idx].to(self.device)).float().mean().item()
+            acc = (sc.logits.argmax(1) == self.probe_y).float().mean().item()
         return [self.counts.steps, acc, self.timer.train_seconds()]
 
     def evaluate(self, split: Split, model=None) -> tuple[float, float]:

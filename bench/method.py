@@ -165,6 +165,13 @@ class Method:
         with the run's final metrics."""
         return {}
 
+    def refuse_warmup(self, epochs: int, warmup_epochs: int) -> str | None:
+        """The common refusal: a method whose first `warmup_epochs` are uniform acts only after them."""
+        if epochs <= warmup_epochs:
+            return (f"{self.name} needs epochs > warmup_epochs ({warmup_epochs}); this cell has {epochs}: "
+                    "raise epochs or lower warmup_epochs")
+        return None
+
     def active_share(self) -> float | None:
         """Share of steps (or epochs) in which a mechanism that can stay off at run time
         was on; None when the method always acts. Logged with the run; 0 is labelled."""

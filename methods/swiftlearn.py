@@ -113,10 +113,7 @@ class SwiftLearn(Method):
     def refuse(self, epochs: int) -> str | None:
         if self.drop == 0:
             return "swiftlearn at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
-        if epochs <= self.warmup_epochs:
-            return (f"swiftlearn needs epochs > warmup_epochs ({self.warmup_epochs}); this cell has {epochs}: "
-                    "raise epochs or lower warmup_epochs")
-        return None
+        return self.refuse_warmup(epochs, self.warmup_epochs)
 
     # -- planning
 
