@@ -5,6 +5,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from bench.fetch import missing
@@ -98,3 +99,79 @@ def tiny_bert(spec):
     """A 2-layer, 64-wide BERT from scratch, for fast CPU tests."""
     return _hf_from(spec, None, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=128, max_position_embeddings=128)
+
+
+class _Given(nn.Module):
+    """Stands in for the embeddings: hands the encoder hidden states computed elsewhere."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, **_):
+        return self.hidden
+
+
+class FrozenTrunkClassifier(HFClassifier):
+    """Embeddings and the first `frozen` layers frozen; their output is computed once per
+    distinct input row (in eval mode: no dropout there) and kept for the process, so a
+    step runs and trains only the layers above. Exact for text, which has no
+    augmentation; `warm(splits)` fills the cache before the clock starts."""
+
+    _cache: dict[tuple, dict[bytes, torch.Tensor]] = {}  # (model, frozen) -> input row -> hidden states
+
+    def __init__(self, hf: nn.Module, name: str, frozen: int):
+        super().__init__(hf)
+        self.frozen = frozen
+        self.rows = self._cache.setdefault((name, frozen), {})
+        for p in self.base.embeddings.parameters():
+            p.requires_grad_(False)
+        for p in self.base.encoder.layer[:frozen].parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def _trunk(self, x, mask):
+        keys = [r.tobytes() for r in torch.cat([x, mask], 1).cpu().numpy()]
+        todo = [i for i, k in enumerate(keys) if k not in self.rows]
+        if todo:
+            idx = torch.tensor(todo, device=x.device)
+            was = self.training
+            self.eval()
+            with self._depth(self.frozen):
+                out = self.hf(input_ids=x[idx], attention_mask=mask[idx], output_hidden_states=True)
+            self.train(was)
+            for i, h in zip(todo, out.hidden_states[-1]):
+                self.rows[keys[i]] = h.clone()
+        return torch.stack([self.rows[k] for k in keys])
+
+    def warm(self, splits, batch: int = 256) -> None:
+        for s in splits:
+            for i in range(0, len(s.y), batch):
+                self._trunk(s.x[i : i + batch], s.mask[i : i + batch])
+
+    @contextlib.contextmanager
+    def _top(self, x, mask, k: int):
+        emb, full = self.base.embeddings, self.base.encoder.layer
+        self.base.embeddings = _Given(self._trunk(x, mask))
+        self.base.encoder.layer = full[self.frozen : k]
+        try:
+            yield
+        finally:
+            self.base.embeddings, self.base.encoder.layer = emb, full
+
+    def forward(self, x, mask=None):
+        with self._top(x, mask, self.num_exits):
+            return self.hf(input_ids=x, attention_mask=mask).logits
+
+    def early_exit(self, x, mask, k):
+        if k < self.frozen:
+            return super().early_exit(x, mask, k)
+        with self._top(x, mask, k):
+            out = self.hf(input_ids=x, attention_mask=mask, output_hidden_states=True)
+        return Exit(out.hidden_states[-1][:, 0], out.logits)
+
+
+@register_model("minilm_top2", kind="text", tokenizer=bert_tokenizer)
+def minilm_top2(spec):
+    """all-MiniLM-L6-v2 with its embeddings and first 4 layers frozen and cached: trains the top 2 layers and head."""
+    return FrozenTrunkClassifier(_hf_from(spec, minilm_dir()).hf, "minilm", frozen=4)
