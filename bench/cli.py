@@ -186,6 +186,40 @@ def cmd_tables(a) -> int:
     return 0
 
 
+def cmd_artifacts(a) -> int:
+    """Copy an artifact a method logged (e.g. Swift Sampler's learned sampler) out of every
+    finished run of that method in a suite, one file per cell, to reuse it elsewhere."""
+    import re
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from bench import tracking
+    from bench.report.store import finished_cells
+    from bench.suite import load_suite
+
+    suite = load_suite(a.suite)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for cfg, run, control_of in finished_cells(suite):
+        if cfg.method != a.method or control_of:
+            continue
+        name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{cfg.model}_{cfg.dataset}_noise{cfg.label_noise:g}_drop{cfg.drop:g}"
+                                                    f"_seed{cfg.seed}_{a.name}")
+        with tempfile.TemporaryDirectory() as t:
+            try:
+                got = tracking.client().download_artifacts(run.info.run_id, a.name, t)
+            except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+                raise BenchError(f"run {run.info.run_id} ({cfg.label}) has no artifact {a.name}") from None
+            shutil.copy(got, out / name)
+        print(f"{cfg.label}: {out / name}")
+        n += 1
+    if not n:
+        raise BenchError(f"suite {suite.name} has no finished runs of {a.method}; run the suite first")
+    return 0
+
+
 def cmd_regress(a) -> int:
     from bench import regress
 
@@ -217,6 +251,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help="regenerate a suite's tables and plots from MLflow, without training")
     t.add_argument("suite", nargs="?", default="quick")
     t.set_defaults(fn=cmd_tables)
+    x = sub.add_parser("artifacts", help="copy an artifact a method logged out of a suite's finished runs")
+    x.add_argument("suite")
+    x.add_argument("method")
+    x.add_argument("name", help="the artifact's file name, e.g. swift_sampler.json")
+    x.add_argument("--out", required=True, help="folder to write one file per cell into")
+    x.set_defaults(fn=cmd_artifacts)
     g = sub.add_parser("regress", help="CPU regression guard against results/regress/baseline.json")
     g.add_argument("--update", action="store_true", help="rewrite the baseline on purpose")
     g.add_argument("--suite", default="regress")

@@ -6,6 +6,7 @@
     defaults: {epochs: 3, batch_size: 128, train_limit: 2000}   # any CellConfig field
     method_params: {swift_sampler: {bo_steps: 4}}                 # per-method parameters
     target_offset: 0.5       # time to target: median uniform final val acc minus this many points
+    early_epochs: 3          # optional: a table of each method's lead over uniform after each of the first epochs
     paper: paper/swiftlearn.yaml   # reported figures shown beside ours (relative to results/)
     blocks:
       - models: [resnet18]
@@ -30,7 +31,7 @@ from bench.errors import BenchError
 from bench.paths import results_dir
 
 REFERENCE = "uniform"
-SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "paper", "blocks"}
+SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "early_epochs", "paper", "blocks"}
 BLOCK_KEYS = {"models", "datasets", "methods", "drops", "seeds", "overrides"}
 
 
@@ -59,6 +60,7 @@ class Suite:
     defaults: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_offset: float = 0.5
+    early_epochs: int = 0  # > 0: the report adds the lead over uniform after each of the first this many epochs
     paper: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
@@ -198,6 +200,7 @@ def load_suite(name_or_path: str) -> Suite:
                   expected_runtime=str(raw.get("expected_runtime", "")),
                   defaults=_mapping(name, "defaults", raw.get("defaults")), method_params=method_params,
                   target_offset=_number(name, "target_offset", raw.get("target_offset", 0.5)),
+                  early_epochs=int(_number(name, "early_epochs", raw.get("early_epochs", 0))),
                   paper=paper, path=str(path))
     validate(suite)
     return suite

@@ -44,3 +44,25 @@ def test_kind_mismatch_is_a_clear_error():
 
     with pytest.raises(BenchError, match="text models"):
         create_model("resnet18", TEXT)
+
+
+def test_frozen_trunk_is_exact_and_trains_only_the_top():
+    from bench.models.bert import HFClassifier
+
+    torch.manual_seed(0)
+    m = create_model("minilm_top2", TEXT)
+    x = torch.randint(1000, 5000, (4, 12))
+    mask = torch.ones_like(x)
+    mask[0, 8:] = 0
+    m.eval()
+    with torch.no_grad():
+        plain = HFClassifier.forward(m, x, mask)  # every layer computed, nothing cached
+        assert torch.allclose(m(x, mask), plain, atol=1e-5)
+        assert torch.allclose(m(x, mask), plain, atol=1e-5)  # the second time from the cache
+        top = m.early_exit(x, mask, 5)
+        assert torch.allclose(top.features, HFClassifier.early_exit(m, x, mask, 5).features, atol=1e-5)
+    m.train()
+    m(x, mask).sum().backward()
+    assert all(p.grad is None for p in m.base.embeddings.parameters())
+    assert all(p.grad is None for p in m.base.encoder.layer[:4].parameters())
+    assert all(p.grad is not None for p in m.base.encoder.layer[4:].parameters())

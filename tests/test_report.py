@@ -225,3 +225,40 @@ def test_newest_finished_run_per_hardware_wins(built, store):
     assert dict(zip(df["hardware"], df["final_test_acc"])) == {"gpu-a": 0.2, "gpu-b": 0.4}
     s = report.summary(df, built.suite)  # runs without histories or a uniform partner still summarise
     assert len(s) == 2 and s["train_speedup"].isna().all()
+
+
+def test_early_leads_pair_by_seed_and_show_each_epoch():
+    from bench.report.table import early_leads
+
+    df = pd.DataFrame([
+        _row("uniform", 0.0, 0, 0.80, 0.79, 10.0, [0.50, 0.70, 0.80], [1, 2, 3]),
+        _row("uniform", 0.0, 1, 0.82, 0.81, 10.0, [0.60, 0.72, 0.82], [1, 2, 3]),
+        _row("x", 0.0, 0, 0.80, 0.79, 10.0, [0.55, 0.70, 0.79], [1, 2, 3]),
+        _row("x", 0.0, 1, 0.82, 0.81, 10.0, [0.63, 0.74, 0.82], [1, 2, 3]),
+    ])
+    assert early_leads(SimpleNamespace(early_epochs=0), df) == ""
+    md = early_leads(SimpleNamespace(early_epochs=2), df)
+    assert "after epoch 1 | after epoch 2 |" in md and "after epoch 3" not in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| x"))
+    assert "+4.00 (+3.00 to +5.00)" in row and "+1.00 (+0.00 to +2.00)" in row  # (5, 3) and (0, 2) points
+    assert "| uniform (accuracy) | 55.00 | 71.00 |" in md
+
+
+def test_artifacts_command_copies_a_logged_artifact_per_cell(built, tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+
+    for rid, cfg in built.real.items():
+        if cfg.method == "random_subset":
+            src = tmp_path / "src" / str(cfg.seed) / "picked.json"
+            src.parent.mkdir(parents=True)
+            src.write_text(json.dumps({"seed": cfg.seed}))
+            tracking.client().log_artifact(rid, str(src))
+    out = tmp_path / "out"
+    assert main(["artifacts", built.suite.path, "random_subset", "picked.json", "--out", str(out)]) == 0
+    got = sorted(out.iterdir())
+    assert [json.loads(p.read_text())["seed"] for p in got] == [0, 1]
+    assert all("seed" in p.name and p.name.endswith("picked.json") for p in got)
+    assert main(["artifacts", built.suite.path, "uniform", "picked.json", "--out", str(out)]) == 2
+    assert "has no artifact picked.json" in capsys.readouterr().err

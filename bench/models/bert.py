@@ -166,9 +166,15 @@ class FrozenTrunkClassifier(HFClassifier):
     def early_exit(self, x, mask, k):
         if k < self.frozen:
             return super().early_exit(x, mask, k)
+        got = {}
         with self._top(x, mask, k):
-            out = self.hf(input_ids=x, attention_mask=mask, output_hidden_states=True)
-        return Exit(out.hidden_states[-1][:, 0], out.logits)
+            at = self.base.encoder.layer[-1] if k > self.frozen else self.base.embeddings
+            hook = at.register_forward_hook(lambda m, i, o: got.setdefault("h", o[0] if isinstance(o, tuple) else o))
+            try:
+                logits = self.hf(input_ids=x, attention_mask=mask).logits
+            finally:
+                hook.remove()
+        return Exit(got["h"][:, 0], logits)
 
 
 @register_model("minilm_top2", kind="text", tokenizer=bert_tokenizer)

@@ -63,7 +63,7 @@ def _scan(suite) -> tuple[set[str], list]:
             return hardware, diverged
 
 
-def _finished(suite) -> list[tuple[Any, Any, str]]:
+def finished_cells(suite) -> list[tuple[Any, Any, str]]:
     """(cfg, run, control_of) for every finished run of the suite's cells, on every hardware that
     ran one, then for each method run its matched control's run (found again from the method
     run's logged shape, bench/controls.py), shown as a row of the method it controls."""
@@ -127,7 +127,7 @@ def collect(suite) -> pd.DataFrame:
     wanted = final_metrics()
     c = tracking.client()
     rows = []
-    for cfg, run, control_of in _finished(suite):
+    for cfg, run, control_of in finished_cells(suite):
         t, m = run.data.tags, run.data.metrics
         rows.append({
             "hardware": t.get("hardware", "unknown"), "model": cfg.model, "dataset": cfg.dataset,

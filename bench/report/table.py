@@ -152,8 +152,42 @@ def verdicts(s: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
+def early_leads(suite, runs: pd.DataFrame) -> str:
+    """Per setting and method: validation accuracy after each of the suite's first
+    `early_epochs` epochs minus uniform's, paired by seed, with its bootstrap interval."""
+    n = int(getattr(suite, "early_epochs", 0) or 0)
+    if n <= 0 or runs.empty or "hist_val_acc" not in runs:
+        return ""
+    main = runs[runs["control_of"].fillna("") == ""] if "control_of" in runs else runs
+    labels = panel_labels(main.assign(control_of=""))
+    out = [f"## Early epochs: lead over uniform in validation accuracy (points; mean over seeds, 95% bootstrap)", ""]
+    for (hw, setting), g in main.groupby(["hardware", "setting"], sort=True):
+        ref = g[g["method"] == REFERENCE]
+        if ref.empty:
+            continue
+        out += [f"**{labels.get((hw, setting), setting)}**", "",
+                "| method | " + " | ".join(f"after epoch {e + 1}" for e in range(n)) + " |",
+                "|---|" + "---|" * n]
+
+        def at(frame, e):
+            return frame.assign(acc=[v[e] if isinstance(v, list) and len(v) > e else float("nan")
+                                     for v in frame["hist_val_acc"]])
+
+        uni = [stats.estimate(at(ref, e)["acc"] * 100) for e in range(n)]
+        out.append("| uniform (accuracy) | " + " | ".join(f"{u.value:.2f}" for u in uni) + " |")
+        for (method, variant, drop), m in g[g["method"] != REFERENCE].groupby(["method", "variant", "drop"]):
+            cells = []
+            for e in range(n):
+                d = stats.difference_estimate(at(ref, e), at(m, e), "acc", 100.0)
+                cells.append("n/a" if nan(d.value) else f"{d.value:+.2f} ({d.low:+.2f} to {d.high:+.2f})")
+            name = method + (f" [{variant}]" if variant else "") + (f" drop {drop:g}" if drop else "")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def markdown(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -> str:
-    return header(suite, runs, s, diverged) + legend(s) + render(s) + "\n" + verdicts(s)
+    return header(suite, runs, s, diverged) + legend(s) + render(s) + "\n" + verdicts(s) + early_leads(suite, runs)
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
