@@ -181,3 +181,9 @@ class FrozenTrunkClassifier(HFClassifier):
 def minilm_top2(spec):
     """all-MiniLM-L6-v2 with its embeddings and first 4 layers frozen and cached: trains the top 2 layers and head."""
     return FrozenTrunkClassifier(_hf_from(spec, minilm_dir()).hf, "minilm", frozen=4)
+
+
+@register_model("minilm_top1", kind="text", tokenizer=bert_tokenizer)
+def minilm_top1(spec):
+    """all-MiniLM-L6-v2 with its embeddings and first 5 layers frozen and cached: trains the top layer and head."""
+    return FrozenTrunkClassifier(_hf_from(spec, minilm_dir()).hf, "minilm", frozen=5)
