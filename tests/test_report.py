@@ -262,3 +262,18 @@ def test_artifacts_command_copies_a_logged_artifact_per_cell(built, tmp_path, ca
     assert all("seed" in p.name and p.name.endswith("picked.json") for p in got)
     assert main(["artifacts", built.suite.path, "uniform", "picked.json", "--out", str(out)]) == 2
     assert "has no artifact picked.json" in capsys.readouterr().err
+
+
+def test_low_speedup_efficiency_names_the_stage_that_eats_it():
+    rows = []
+    for seed in (0, 1):
+        u = _row("uniform", 0.0, seed, 0.8, 0.8, 10.0, [0.8], [10.0])
+        x = _row("x", 0.5, seed, 0.8, 0.8, 10.0, [0.8], [10.0])  # half the work, no faster: efficiency 0.5
+        u.update(train_work_fraction=1.0, stage_selection_seconds=0.1, stage_forward_seconds=3.0)
+        x.update(train_work_fraction=0.5, stage_selection_seconds=4.0, stage_forward_seconds=1.5)
+        rows += [u, x]
+    s = report.summary(pd.DataFrame(rows), SimpleNamespace(name="hand", paper={}, target_offset=0.5))
+    x = s[s["method"] == "x"].iloc[0]
+    assert x["speedup_efficiency"] == pytest.approx(0.5)
+    assert "speedup efficiency 0.50 < 0.85: its selection stage takes 40% of its train time (uniform's: 1%)" in x["notes"]
+    assert "efficiency" not in s[s["method"] == "uniform"].iloc[0]["notes"]

@@ -164,7 +164,12 @@ FORWARD_STAGE = ["stage_forward_seconds"]
 # -- notes: what a reader must know before trusting a row
 
 
+EFFICIENCY_FLOOR = 0.85  # below it a row names the stage that eats the rest of its ideal speedup
+
+
 def notes(g: Group) -> str:
+    from bench.report.columns import _efficiency  # (columns imports this module)
+
     out = []
     share = g.mean("active_share")
     if not nan(share) and share == 0:
@@ -172,6 +177,18 @@ def notes(g: Group) -> str:
     fwd = relative_to_uniform(FORWARD_STAGE, "total_forwards")(g)
     if not nan(fwd) and (fwd > CONTENTION or fwd < 1 / CONTENTION):
         out.append(f"measured under contention (forward time per sample {fwd:.2f}× uniform's)")
+    eff = _efficiency(g)
+    if not nan(eff) and eff < EFFICIENCY_FLOOR and not g.ref.empty:
+        def stage_share(runs, stage):
+            col = f"stage_{stage}_seconds"
+            return float((runs[col] / runs["train_seconds"]).mean()) if col in runs else 0.0
+
+        stages = [k[6:-8] for k in g.runs.columns if k.startswith("stage_") and k.endswith("_seconds")
+                  and k not in ("stage_evaluation_seconds", "stage_search_seconds")]
+        if stages:
+            worst = max(stages, key=lambda k: stage_share(g.runs, k) - stage_share(g.ref, k))
+            out.append(f"speedup efficiency {eff:.2f} < {EFFICIENCY_FLOOR}: its {worst} stage takes "
+                       f"{stage_share(g.runs, worst):.0%} of its train time (uniform's: {stage_share(g.ref, worst):.0%})")
     partial = g.mean("total_partial_forwards")
     if not nan(partial) and partial > 0 and nan(g.mean("partial_forward_cost")):
         out.append("partial forwards not in fwd frac (run logged no partial_forward_cost)")
