@@ -8,7 +8,7 @@ import numpy as np
 from bench.report import stats
 from bench.report.metrics import (
     CONTENTION, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell, mean_of, nan, notes, plain,
-    register_metric, relative_to_uniform, speedup_cell,
+    register_metric, relative_to_uniform, speedup_cell, speedup_efficiency,
 )
 from bench.report.stats import Estimate
 
@@ -44,18 +44,6 @@ def _vs(g: Group, against, column: str, scale: float = 1.0, speedup: bool = Fals
     if speedup:
         return stats.speedup_estimate(against, g.runs, column)
     return stats.difference_estimate(against, g.runs, column, scale)
-
-
-def _efficiency(g: Group) -> float:
-    """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup)."""
-    if g.ref.empty or "train_work_fraction" not in g.runs:
-        return float("nan")
-    ref, m = stats.pairs(g.ref, g.runs, "train_seconds")
-    _, twf = stats.pairs(g.ref, g.runs, "train_work_fraction")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = ref / m * twf
-    e = e[np.isfinite(e)]
-    return float(e.mean()) if len(e) else float("nan")
 
 
 def _ttt_per_seed(runs, target: float) -> dict[int, float]:
@@ -173,7 +161,7 @@ for m in [
            "measured train speedup / ideal speedup, ideal = 1 / train_work_fraction (training forwards + selection "
            "and cost-weighted partial forwards + backwards weighted by their measured cost, over uniform's); "
            "below 1: selection overhead, small batches or fixed costs eat the gain",
-           _efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
+           speedup_efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
 ]:
     register_metric(m)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from bench.report import stats
 from bench.report.stats import Estimate
 from bench.suite import REFERENCE
 
@@ -164,12 +165,22 @@ FORWARD_STAGE = ["stage_forward_seconds"]
 # -- notes: what a reader must know before trusting a row
 
 
+def speedup_efficiency(g: Group) -> float:
+    """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup)."""
+    if g.ref.empty or "train_work_fraction" not in g.runs:
+        return float("nan")
+    ref, m = stats.pairs(g.ref, g.runs, "train_seconds")
+    _, twf = stats.pairs(g.ref, g.runs, "train_work_fraction")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = ref / m * twf
+    e = e[np.isfinite(e)]
+    return float(e.mean()) if len(e) else float("nan")
+
+
 EFFICIENCY_FLOOR = 0.85  # below it a row names the stage that eats the rest of its ideal speedup
 
 
 def notes(g: Group) -> str:
-    from bench.report.columns import _efficiency  # (columns imports this module)
-
     out = []
     share = g.mean("active_share")
     if not nan(share) and share == 0:
@@ -177,7 +188,7 @@ def notes(g: Group) -> str:
     fwd = relative_to_uniform(FORWARD_STAGE, "total_forwards")(g)
     if not nan(fwd) and (fwd > CONTENTION or fwd < 1 / CONTENTION):
         out.append(f"measured under contention (forward time per sample {fwd:.2f}× uniform's)")
-    eff = _efficiency(g)
+    eff = speedup_efficiency(g)
     if not nan(eff) and eff < EFFICIENCY_FLOOR and not g.ref.empty:
         def stage_share(runs, stage):
             col = f"stage_{stage}_seconds"
