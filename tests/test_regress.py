@@ -15,7 +15,7 @@ from bench.regress.measure import merge_better
 from bench.regress.report import detectable_summary, table
 from bench.timing import StageTimer, thread_cpu_time
 
-TOL = json.loads(json.dumps(DEFAULT_TOLERANCES))  # floors: train_cost 2%, speedup 5%; 3 points
+TOL = json.loads(json.dumps(DEFAULT_TOLERANCES))  # floors: train_cost 4%, speedup 5%; 3 points
 
 
 def row(bf=0.5, steps=24, cost=1.2, sp=2.0, acc=-1.0, samples=None):
@@ -45,8 +45,8 @@ def test_unchanged_numbers_pass_and_the_reference_gets_work_and_cost_checks():
     ("total_steps", 24, 24, True),
     ("total_steps", 24, 25, False),
     ("total_steps", 24, 23, False),
-    ("train_cost", 1.5, 1.5 * 1.019, True),  # +1.9%: inside the 2% floor
-    ("train_cost", 1.5, 1.5 * 1.021, False),
+    ("train_cost", 1.5, 1.5 * 1.039, True),  # +3.9%: inside the 4% floor
+    ("train_cost", 1.5, 1.5 * 1.041, False),
     ("train_cost", 1.5, 1.0, True),  # cheaper passes
     ("train_cost", 1.5, float("nan"), False),
     ("speedup", 2.0, 1.91, True),  # -4.5%: inside 5%
@@ -87,7 +87,7 @@ def test_tolerances_are_derived_per_method_from_the_spread_of_rounds():
                        "n": row(samples={"train_cost": noisy, "speedup": [2.0, 2.2, 1.8, 2.0, 1.9, 2.1]}),
                        "uniform": row(samples={"train_cost": [1.0] * 4, "speedup": []})}}
     tol = derive_tolerances(now, TOL, rounds=5)
-    assert tol["q"]["train_cost"]["rel_rise"] == 0.02  # no spread: the floor
+    assert tol["q"]["train_cost"]["rel_rise"] == 0.04  # no spread: the floor
     single = 1.4826 * 0.05 / 1.5  # median absolute deviation 0.05
     expect = 4 * math.hypot(sigma_of_median(single, 5), sigma_of_median(single, 6))
     assert tol["n"]["train_cost"]["rel_rise"] == pytest.approx(expect, abs=1e-3)
@@ -132,8 +132,8 @@ def test_table_has_every_column_and_says_what_each_check_detects():
     assert line.split()[:7] == ["a", "speedup", "2.000x", "1.000x", "-50.0%", ">=", "-5.0%"] and "FAIL: slower" in line
     assert line.split()[7] == "+5%"  # 5% drop of speedup = 5.3% slowdown, with no spread
     cost = next(ln for ln in text.splitlines() if " train_cost " in ln)
-    assert cost.split()[7] == "+2%"
-    assert detectable_summary(checks) == "detectable slowdown: a 2%"
+    assert cost.split()[7] == "+4%"
+    assert detectable_summary(checks) == "detectable slowdown: a 4%"
 
 
 def test_old_baseline_format_is_one_clear_line(tmp_path):

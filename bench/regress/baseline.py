@@ -28,7 +28,7 @@ DEFAULT_TOLERANCES: dict = {
     "total_steps": {"doc": "optimizer steps taken; fails when it differs from the baseline at all"},
     "acc_delta_points": {"drop_points": 3.0,
                          "doc": "100 x (final test acc - uniform's); fails when now < baseline - drop_points"},
-    "train_cost": {"floor": 0.02, "doc": "CPU time of steps + selection + bookkeeping + search over CPU time of steps, "
+    "train_cost": {"floor": 0.04, "doc": "CPU time of steps + selection + bookkeeping + search over CPU time of steps, "
                                          "same run, median over rounds; fails when now > baseline x (1 + rel_rise)"},
     "speedup": {"floor": 0.05, "doc": "uniform's CPU cost (runs either side) over the method's, evaluation left out, "
                                       "median over rounds; fails when now < baseline x (1 - rel_drop)"},
