@@ -6,7 +6,7 @@ pyproject.toml changes); no virtual environment per session or per cell.
     nox -s tables [-- SUITE]      regenerate tables and plots from MLflow, no training
     nox -s compare -- METHOD [SUITE]   run one method's cells and show its rows beside the others
     nox -s fetch                  fetch the offline datasets and weights into .cache/
-    nox -s regress [-- --update]  CPU speed/accuracy regression guard against results/regress/baseline.json
+    nox -s regress [-- --update]  CPU speed/accuracy regression guard against results/regress/baselines/<cpu>.json
     nox -s microbench [-- ARGS]   per-step selection overhead micro-benchmarks against results/benchmarks/
     nox -s ui / nox -s server [-- --host H --port P --backend-store-uri URI]   an MLflow server (UI + API)
 """

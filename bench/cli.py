@@ -257,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("name", help="the artifact's file name, e.g. swift_sampler.json")
     x.add_argument("--out", required=True, help="folder to write one file per cell into")
     x.set_defaults(fn=cmd_artifacts)
-    g = sub.add_parser("regress", help="CPU regression guard against results/regress/baseline.json")
+    g = sub.add_parser("regress", help="CPU regression guard against results/regress/baselines/<cpu model>.json")
     g.add_argument("--update", action="store_true", help="rewrite the baseline on purpose")
     g.add_argument("--suite", default="regress")
     g.set_defaults(fn=cmd_regress)

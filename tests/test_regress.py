@@ -204,3 +204,73 @@ def test_calibration_counts_passes_and_failures_and_injects_only_during_sensitiv
     assert {m: METHODS.get(m).__dict__.get("observe") for m in own} == own
     md = (tmp_path / "calibration.md").read_text()
     assert "passed 3 of 3" in md and "in 2 of 2 runs" in md and "Machine:" in md
+
+
+def test_cpu_model_names_a_file():
+    from bench.regress.baseline import cpu_slug
+
+    assert cpu_slug("Intel(R) Xeon(R) Processor @ 2.80GHz (2 logical cores)") == "intel-xeon-processor-2-80ghz-2-logical-cores"
+    assert cpu_slug("AMD EPYC (2 logical cores)") == "amd-epyc-2-logical-cores"
+
+
+def test_baseline_of_this_cpu_model_else_the_newest_other(tmp_path, monkeypatch):
+    from bench.regress import baseline
+
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(baseline, "cpu_model", lambda: "Ours (2 logical cores)")
+    d = tmp_path / "regress" / "baselines"
+    d.mkdir(parents=True)
+    assert baseline.find_baseline() == d / "ours-2-logical-cores.json"  # none at all: where --update writes
+    (d / "old-cpu.json").write_text(json.dumps({"created": "2026-01-01T00:00:00+00:00"}))
+    (d / "new-cpu.json").write_text(json.dumps({"created": "2026-02-01T00:00:00+00:00"}))
+    assert baseline.find_baseline() == d / "new-cpu.json"
+    (d / "ours-2-logical-cores.json").write_text(json.dumps({"created": "2025-01-01T00:00:00+00:00"}))
+    assert baseline.find_baseline() == baseline.baseline_path() == d / "ours-2-logical-cores.json"
+
+
+def test_guard_rounds_fit_the_budget_on_the_baselines_cpu():
+    from bench.regress.baseline import GUARD_BUDGET_SECONDS, MIN_GUARD_ROUNDS, guard_rounds
+    from bench.regress.measure import ROUNDS
+
+    assert guard_rounds(250.0, 10) == ROUNDS  # 25 s a round: the full count fits
+    assert guard_rounds(10 * GUARD_BUDGET_SECONDS / 4, 10) == 4
+    assert guard_rounds(780.0, 10) == MIN_GUARD_ROUNDS == 3  # 78 s a round
+    assert guard_rounds(5000.0, 10) == MIN_GUARD_ROUNDS  # never fewer, however slow
+
+
+def test_accuracy_against_another_cpu_models_baseline_is_checked_at_its_own_tolerance():
+    same = check_metric("impon", "acc_delta_points", -11.0, -14.8, TOL)
+    other = check_metric("impon", "acc_delta_points", -11.0, -14.8, TOL, other_cpu=True)
+    assert same.failed and not other.failed and other.tolerance == ">= -6 pt"
+    assert check_metric("impon", "acc_delta_points", -11.0, -17.5, TOL, other_cpu=True).failed
+    old_rules = json.loads(json.dumps(DEFAULT_TOLERANCES))
+    del old_rules["acc_delta_points"]["other_cpu_points"]
+    assert rules_of({"tolerances": old_rules})["acc_delta_points"]["other_cpu_points"] == 6.0  # added on --update
+
+
+def test_guard_runs_the_baselines_rounds_and_says_when_it_is_another_cpus(tmp_path, monkeypatch):
+    from bench.regress import guard, measure
+
+    base = {"methods": {"uniform": row(1.0, 48, 1.0, 1.0, 0.0), "a": row(acc=-11.0)}, "reference": {"uniform": {}},
+            "hardware": "cpu", "torch": "t", "suite": "regress_tiny", "created": "now", "tolerances": TOL,
+            "cpu": "Some Other CPU (2 logical cores)", "guard_rounds": 3, "git_commit": "x"}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(base))
+    asked = []
+
+    def fake_measure(suite, rounds, log, **k):
+        asked.append(rounds)
+        return {"methods": {"uniform": row(1.0, 48, 1.0, 1.0, 0.0), "a": row(acc=-14.8)}, "errors": {},
+                "reference": {"uniform": {}}, "rounds": rounds, "suite": "regress_tiny", "hardware": "cpu", "torch": "t"}
+
+    monkeypatch.setattr(measure, "measure", fake_measure)
+    suite = tmp_path / "regress_tiny.yaml"
+    suite.write_text("name: regress_tiny\nblocks:\n  - {models: [tiny_cnn], datasets: [fashion_mnist], "
+                     "methods: [uniform], drops: [0.5], seeds: [0]}\n")
+    lines = []
+    assert guard.main(suite_name=str(suite), baseline_file=path, log=lambda *a: lines.append(" ".join(map(str, a)))) == 0
+    assert asked == [3]
+    assert any("no baseline for this CPU" in ln and "Some Other CPU" in ln for ln in lines)
+    base["cpu"] = guard.cpu_model()  # the same drop against this CPU model's own baseline fails
+    path.write_text(json.dumps(base))
+    assert guard.main(suite_name=str(suite), baseline_file=path, log=lambda *a: None) == 1

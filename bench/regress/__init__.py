@@ -1,14 +1,15 @@
 """CPU regression guard: `python -m bench regress [--update] [--suite NAME]`.
 
 Runs a small fixed suite (results/suites/regress.yaml) and compares each method with the
-committed baseline, results/regress/baseline.json. The rules:
+committed baseline of this machine's CPU model, results/regress/baselines/<cpu>.json. The rules:
 
 - Every cell trains fresh into a temporary MLflow store and checkpoint folder, so
   finished-cell skipping can never hide a regression and the user's store is never touched.
 - Time is CPU time of the training thread (`time.thread_time()`), with one torch thread, so
   all of a cell's work runs in that thread and time spent descheduled is not counted.
   Cache and memory-bandwidth interference from other processes still is.
-- Each method trains `ROUNDS` times, each run between two runs of the uniform reference;
+- Each method trains `guard_rounds` times (the baseline's; at most `ROUNDS`, as many as fit
+  the time budget on that CPU), each run between two runs of the uniform reference;
   medians over rounds are compared.
 - Checks per method (bench/regress/compare.py): realized work exactly; train_cost (its own
   work per unit of training step, from one run); speedup over uniform; accuracy change.

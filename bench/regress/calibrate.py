@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.regress.baseline import baseline_path, cpu_model, load_baseline
+from bench.regress.baseline import baselines_dir, cpu_model, find_baseline, load_baseline
 from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
@@ -39,7 +39,7 @@ def _one(baseline_file: Path, suite: str, method: str | None = None) -> dict:
 
 def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suite: str, out: Path,
               baseline_file: Path | None = None) -> dict:
-    path = baseline_file or baseline_path()
+    path = baseline_file or find_baseline()
     base = load_baseline(path)
     methods = sorted(m for m in base["methods"] if m not in base.get("reference", {}))
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
@@ -98,10 +98,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=float, default=0.10, help="injected work as a share of training cost (default 0.10)")
     p.add_argument("--no-busy", dest="busy", action="store_false", help="do not keep one core busy meanwhile")
     p.add_argument("--suite", default="regress")
-    p.add_argument("--baseline", type=Path, default=None, help="baseline file (default results/regress/baseline.json)")
+    p.add_argument("--baseline", type=Path, default=None, help="baseline file (default: this CPU model's in results/regress/baselines/)")
     p.add_argument("--out", type=Path, default=None, help="folder for calibration.json/.md (default results/regress)")
     a = p.parse_args(argv)
-    out = a.out or baseline_path().parent
+    out = a.out or baselines_dir().parent
     r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out, a.baseline)
     print(_markdown(r))
     return 0

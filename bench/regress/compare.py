@@ -8,7 +8,8 @@ Per method:
   of its training, steps included.
 - speedup: fails when it fell by more than the method's rel_drop. Catches what train_cost
   cannot: steps that got dearer for this method only.
-- acc_delta_points: fails when it fell by more than drop_points.
+- acc_delta_points: fails when it fell by more than drop_points (other_cpu_points against
+  another CPU model's baseline: a short run's accuracy is exact on one CPU model only).
 The uniform reference gets the realized-work and train_cost checks (its speedup is 1 and
 its accuracy change 0 by definition).
 
@@ -52,8 +53,8 @@ def detectable(metric: str, tol: float, samples_now: list[float], samples_base: 
     return rel
 
 
-def check_metric(method: str, metric: str, base: float, now: float, tolerances: dict) -> Check:
-    """One metric of one method against the baseline."""
+def check_metric(method: str, metric: str, base: float, now: float, tolerances: dict, other_cpu: bool = False) -> Check:
+    """One metric of one method against the baseline (made on another CPU model if other_cpu)."""
     fin = _finite(base, now)
     if metric == "backward_fraction":
         tol = tolerance(tolerances, method, metric, "abs")
@@ -78,14 +79,14 @@ def check_metric(method: str, metric: str, base: float, now: float, tolerances: 
         return Check(method, metric, base, now, f"{100 * (now / base - 1):+.1f}%" if fin and base else "?",
                      f">= -{100 * rel:.1f}%", verdict, not ok)
     if metric == "acc_delta_points":
-        pts = tolerance(tolerances, method, metric, "drop_points")
+        pts = tolerance(tolerances, method, metric, "other_cpu_points" if other_cpu else "drop_points")
         ok = fin and now >= base - pts
         return Check(method, metric, base, now, f"{now - base:+.2f} pt" if fin else "?", f">= -{pts:g} pt",
                      "ok" if ok else "FAIL: less accurate", not ok)
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def compare(baseline: dict, now: dict, tolerances: dict | None = None) -> list[Check]:
+def compare(baseline: dict, now: dict, tolerances: dict | None = None, other_cpu: bool = False) -> list[Check]:
     """Every check of a measurement `now` against `baseline` (both as written by `measure`).
     Tolerances: `tolerances`, else the baseline's, else the defaults."""
     tol = tolerances if tolerances is not None else baseline.get("tolerances", DEFAULT_TOLERANCES)
@@ -103,7 +104,7 @@ def compare(baseline: dict, now: dict, tolerances: dict | None = None) -> list[C
             for metric in METRICS:
                 if is_ref and metric in ("speedup", "acc_delta_points"):
                     continue
-                c = check_metric(method, metric, base_m[method][metric], now_m[method][metric], tol)
+                c = check_metric(method, metric, base_m[method][metric], now_m[method][metric], tol, other_cpu)
                 if metric in TIMING:
                     c.detectable = detectable(metric, tolerance(tol, method, metric, TIMING[metric]),
                                               now_m[method].get("samples", {}).get(metric, []),
