@@ -277,3 +277,20 @@ def test_low_speedup_efficiency_names_the_stage_that_eats_it():
     assert x["speedup_efficiency"] == pytest.approx(0.5)
     assert "speedup efficiency 0.50 < 0.85: its selection stage takes 40% of its train time (uniform's: 1%)" in x["notes"]
     assert "efficiency" not in s[s["method"] == "uniform"].iloc[0]["notes"]
+
+
+def test_two_variants_of_one_method_keep_their_own_controls():
+    """Each variant's control is its own row (3 seeds, not 6 merged), compared with its own variant only."""
+    rows = [_row("uniform", 0.0, s, 0.80, 0.80, 10.0, [0.8, 0.8], [5.0, 10.0]) for s in range(3)]
+    for variant, acc, ctl_acc in (("", 0.70, 0.78), ("exit_layer=2", 0.75, 0.76)):
+        for s in range(3):
+            rows.append({**_row("x", 0.5, s, acc, acc, 5.0, [acc, acc], [2.5, 5.0]), "variant": variant})
+            rows.append({**_row("random_subset", 0.5, s, ctl_acc, ctl_acc, 5.0, [ctl_acc] * 2, [2.5, 5.0]),
+                         "variant": "warmup_epochs=1", "control_of": "x", "control_of_variant": variant})
+    s = report.summary(pd.DataFrame(rows), SimpleNamespace(name="hand", paper={}, target_offset=0.5))
+    ctl = s[s["control_of"] == "x"]
+    assert sorted(ctl["control_of_variant"]) == ["", "exit_layer=2"] and list(ctl["n_seeds"]) == [3, 3]
+    x = s[(s["method"] == "x") & (s["control_of"] == "")].set_index("variant")
+    assert x.loc["", "acc_change_control_pts"] == pytest.approx(-8.0)
+    assert x.loc["exit_layer=2", "acc_change_control_pts"] == pytest.approx(-1.0)
+    assert "[control for x (exit_layer=2)]" in report.render(s)

@@ -19,7 +19,7 @@ from bench.report.metrics import final_metrics
 from bench.suite import REFERENCE
 
 IDENTITY = (
-    "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of",
+    "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of", "control_of_variant",
     "drop", "seed", "label", "faithful", "git_commit", "config_key", "cell_key", "run_id", "start_time",
 )
 # Per-run series (lists): epoch-end values, and the curve time to target reads
@@ -63,14 +63,15 @@ def _scan(suite) -> tuple[set[str], list]:
             return hardware, diverged
 
 
-def finished_cells(suite) -> list[tuple[Any, Any, str]]:
-    """(cfg, run, control_of) for every finished run of the suite's cells, on every hardware that
-    ran one, then for each method run its matched control's run (found again from the method
-    run's logged shape, bench/controls.py), shown as a row of the method it controls."""
+def finished_cells(suite) -> list[tuple[Any, Any, Any]]:
+    """(cfg, run, owner) for every finished run of the suite's cells (owner None), on every
+    hardware that ran one, then for each method run its matched control's run (found again from
+    the method run's logged shape, bench/controls.py), shown as a row of the method cell it
+    controls (owner: that cell's config)."""
     hardware, _ = _scan(suite)
     wanted = {cfg.key(hw): cfg for cfg in suite.cells() for hw in sorted(hardware)}
     found = tracking.finished_runs(list(wanted))
-    rows = [(wanted[k], run, "") for k, run in found.items()]
+    rows = [(wanted[k], run, None) for k, run in found.items()]
     controls = {}  # control key -> [(control cfg, the method cfg it controls)]
     for cfg, run, _ in rows:
         ctl = control_of_run(cfg, run)
@@ -78,7 +79,7 @@ def finished_cells(suite) -> list[tuple[Any, Any, str]]:
             controls.setdefault(ctl.key(run.data.tags.get("hardware", "unknown")), []).append((ctl, cfg))
     for k, run in tracking.finished_runs(list(controls)).items():
         for ctl, owner in controls[k]:
-            rows.append((ctl.replace(drop=owner.drop, seed=owner.seed), run, owner.method))
+            rows.append((ctl.replace(drop=owner.drop, seed=owner.seed), run, owner))
     return rows
 
 
@@ -127,14 +128,15 @@ def collect(suite) -> pd.DataFrame:
     wanted = final_metrics()
     c = tracking.client()
     rows = []
-    for cfg, run, control_of in finished_cells(suite):
+    for cfg, run, owner in finished_cells(suite):
         t, m = run.data.tags, run.data.metrics
         rows.append({
             "hardware": t.get("hardware", "unknown"), "model": cfg.model, "dataset": cfg.dataset,
             "label_noise": float(cfg.label_noise), "epochs": int(cfg.epochs), "setting": setting_of(cfg),
             "method": cfg.method, "variant": variant_of(cfg.params),
             "params": json.dumps(cfg.params, sort_keys=True, default=str),
-            "control_of": control_of,
+            "control_of": owner.method if owner else "",
+            "control_of_variant": variant_of(owner.params) if owner else "",  # two variants of one method: two controls
             "drop": float(cfg.drop), "seed": int(cfg.seed), "label": cfg.label,
             "faithful": _bool(t.get("faithful", True)), "git_commit": t.get("git_commit", "unknown"),
             "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,

@@ -9,7 +9,8 @@ from bench.report import columns
 from bench.report.metrics import METRICS, Group, summary_columns
 from bench.suite import REFERENCE
 
-GROUP = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_of", "drop"]
+GROUP = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_of",
+         "control_of_variant", "drop"]
 
 
 def all_columns() -> list[str]:
@@ -57,6 +58,9 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
         return pd.DataFrame(columns=all_columns())
     if "control_of" not in df:  # a frame built by hand, before controls existed
         df = df.assign(control_of="")
+    if "control_of_variant" not in df:
+        df = df.assign(control_of_variant="")
+    df = df.assign(control_of_variant=df["control_of_variant"].fillna(""))
     rows = []
     for (hw, setting), runs in df.groupby(["hardware", "setting"], sort=True):
         ref = runs[(runs["method"] == REFERENCE) & (runs["control_of"] == "")]
@@ -64,7 +68,8 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
         tg = targets(ref, suite, first["model"], first["dataset"])
         for key, g in runs.groupby(GROUP, sort=True, dropna=False):
             k = dict(zip(GROUP, key))
-            control = runs[(runs["control_of"] == k["method"]) & np.isclose(runs["drop"], k["drop"])] \
+            control = runs[(runs["control_of"] == k["method"]) & (runs["control_of_variant"] == (k["variant"] or ""))
+                           & np.isclose(runs["drop"], k["drop"])] \
                 if not k["control_of"] else runs.iloc[:0]
             group = Group(k, g.sort_values("seed"), ref, control, tg, paper)
             row = dict(k)
@@ -101,4 +106,7 @@ def row_name(r, several_variants: bool = False) -> str:
     """How a row's method reads: its variant when the method has several, its role when it is a control."""
     variant = ",".join(p for p in str(r["variant"] or "").split(",") if p and not p.startswith("control_of="))
     name = r["method"] + (f" ({variant})" if several_variants and variant else "")
-    return f"{name} [control for {r['control_of']}]" if r["control_of"] else name
+    if not r["control_of"]:
+        return name
+    owner_variant = str(r.get("control_of_variant") or "")
+    return f"{name} [control for {r['control_of']}{f' ({owner_variant})' if owner_variant else ''}]"
