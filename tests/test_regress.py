@@ -202,8 +202,16 @@ def test_calibration_counts_passes_and_failures_and_injects_only_during_sensitiv
     assert r["false_alarms"]["passed"] == 3 and r["sensitivity"]["failed"] == 2
     assert r["sensitivity"]["failed_on_the_injected_method"] == 2
     assert {m: METHODS.get(m).__dict__.get("observe") for m in own} == own
-    md = (tmp_path / "calibration.md").read_text()
-    assert "passed 3 of 3" in md and "in 2 of 2 runs" in md and "Machine:" in md
+    from bench.regress.baseline import cpu_slug
+
+    md = (tmp_path / f"calibration-{cpu_slug()}.md").read_text()
+    assert "passed 3 of 3" in md and "in 2 of 2 runs" in md and "Machine:" in md and "Runs done: 3 of 3" in md
+    saved = []  # written after every guard run: a calibration stopped midway keeps what it did
+    monkeypatch.setattr(calibrate, "guard", lambda **k: saved.append(
+        json.loads((tmp_path / f"calibration-{cpu_slug()}.json").read_text())["false_alarms"]["runs"]) or 0)
+    calibrate.calibrate(sensitivity=0, false_alarm=3, share=0.1, busy=False, suite="regress", out=tmp_path,
+                        baseline_file=path)
+    assert saved == [3, 1, 2]  # the file from the first call, then after each run of this one
 
 
 def test_cpu_model_names_a_file():

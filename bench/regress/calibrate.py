@@ -4,8 +4,8 @@ Runs the whole guard against the committed baseline, unchanged `--false-alarm` t
 (each should pass) and with CPU work injected into one method `--sensitivity` times (each
 should fail; the method rotates through the suite, the work is `--share` of its training
 cost per step, measured just before, as a busy loop). By default a child process keeps one core busy throughout,
-the condition the guard is meant for. Writes results/regress/calibration.json and .md,
-naming the machine. Takes about (runs x the guard's time): ~75 minutes for 10 + 20.
+the condition the guard is meant for. Writes results/regress/calibration-<cpu model>.json
+and .md, naming the machine, after every guard run (a stopped calibration keeps what it did). Takes about (runs x the guard's time): ~75 minutes for 10 + 20.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.regress.baseline import baselines_dir, cpu_model, find_baseline, load_baseline
+from bench.regress.baseline import baselines_dir, cpu_model, cpu_slug, find_baseline, load_baseline
 from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
@@ -44,11 +44,13 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
     methods = sorted(m for m in base["methods"] if m not in base.get("reference", {}))
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     unchanged, injected = [], []
+    planned = {"false_alarm": false_alarm, "sensitivity": sensitivity}
     try:
         for i in range(false_alarm):
             unchanged.append(_one(path, suite))
             print(f"unchanged {i + 1}/{false_alarm}: {'FAIL' if unchanged[-1]['failed'] else 'pass'} "
                   f"({unchanged[-1]['wall_seconds']:.0f} s) {unchanged[-1]['verdict'][:200]}", flush=True)
+            _write(out, base, path, busy, share, unchanged, injected, planned)
         for i in range(sensitivity):
             m = methods[i % len(methods)]
             with inject_cpu_work(m, per_step_seconds_now(load_suite(suite), m, share)):
@@ -58,16 +60,22 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
             injected.append(r)
             print(f"{100 * share:.0f}% into {m} {i + 1}/{sensitivity}: {'FAIL' if r['failed'] else 'pass'} "
                   f"({r['wall_seconds']:.0f} s) {r['verdict'][:200]}", flush=True)
+            _write(out, base, path, busy, share, unchanged, injected, planned)
     finally:
         if hog is not None:
             hog.terminate()
             hog.wait()
+    return _write(out, base, path, busy, share, unchanged, injected, planned)
+
+
+def _write(out: Path, base: dict, path: Path, busy: bool, share: float, unchanged: list, injected: list,
+           planned: dict) -> dict:
     walls = [r["wall_seconds"] for r in unchanged + injected]
     result = {
         "machine": f"{platform.node()}: {cpu_model()}",
-        "hardware": base["hardware"], "torch": base["torch"], "baseline_created": base["created"],
+        "hardware": base["hardware"], "torch": base["torch"], "baseline": path.name, "baseline_created": base["created"],
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "one_core_kept_busy": busy, "injected_share": share,
+        "one_core_kept_busy": busy, "injected_share": share, "planned_runs": planned,
         "false_alarms": {"runs": len(unchanged), "passed": sum(not r["failed"] for r in unchanged), "details": unchanged},
         "sensitivity": {"runs": len(injected), "failed": sum(r["failed"] for r in injected),
                         "failed_on_the_injected_method": sum(r["caught_by_method"] for r in injected),
@@ -75,8 +83,9 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
         "guard_wall_seconds": {"median": statistics.median(walls), "max": max(walls)} if walls else {},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "calibration.md").write_text(_markdown(result))
+    stem = f"calibration-{cpu_slug()}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(result))
     return result
 
 
@@ -84,7 +93,10 @@ def _markdown(r: dict) -> str:
     fa, se, w = r["false_alarms"], r["sensitivity"], r["guard_wall_seconds"]
     return (f"# Regression guard calibration\n\nMachine: {r['machine']} ({r['hardware']}, torch {r['torch']}), "
             f"{r['date']}; one core kept busy by another process: {'yes' if r['one_core_kept_busy'] else 'no'}.\n"
-            f"Baseline: {r['baseline_created']}.\n\n"
+            f"Baseline: {r.get('baseline', 'baseline.json')}, {r['baseline_created']}.\n"
+            + (f"Runs done: {r['false_alarms']['runs']} of {r['planned_runs']['false_alarm']} unchanged, "
+               f"{r['sensitivity']['runs']} of {r['planned_runs']['sensitivity']} injected.\n" if "planned_runs" in r else "")
+            + "\n"
             f"- Unchanged code passed {fa['passed']} of {fa['runs']} runs (goal: at least 19 of 20).\n"
             f"- {100 * r['injected_share']:.0f}% CPU work injected into one method failed the guard in {se['failed']} "
             f"of {se['runs']} runs, {se['failed_on_the_injected_method']} of them on that method (goal: at least 9 of 10).\n"
@@ -99,7 +111,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-busy", dest="busy", action="store_false", help="do not keep one core busy meanwhile")
     p.add_argument("--suite", default="regress")
     p.add_argument("--baseline", type=Path, default=None, help="baseline file (default: this CPU model's in results/regress/baselines/)")
-    p.add_argument("--out", type=Path, default=None, help="folder for calibration.json/.md (default results/regress)")
+    p.add_argument("--out", type=Path, default=None, help="folder for calibration-<cpu model>.json/.md (default results/regress)")
     a = p.parse_args(argv)
     out = a.out or baselines_dir().parent
     r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out, a.baseline)

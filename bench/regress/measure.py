@@ -23,7 +23,7 @@ from bench.errors import BenchError
 from bench.regress.runs import Run, train_once
 from bench.suite import REFERENCE, Suite
 
-ROUNDS = 5  # rounds per guard run; the time it takes is in results/regress/calibration.md
+ROUNDS = 5  # most rounds per guard run (a baseline sets fewer on a slow CPU); times in results/regress/calibration-*.md
 THREADS = 1  # torch intra-op threads while measuring: all work in the one thread that thread_time() reads
 
 
