@@ -212,6 +212,15 @@ def test_calibration_counts_passes_and_failures_and_injects_only_during_sensitiv
     calibrate.calibrate(sensitivity=0, false_alarm=3, share=0.1, busy=False, suite="regress", out=tmp_path,
                         baseline_file=path)
     assert saved == [3, 1, 2]  # the file from the first call, then after each run of this one
+    seen.clear()
+    monkeypatch.setattr(calibrate, "guard", fake_guard)
+    r = calibrate.calibrate(sensitivity=3, false_alarm=4, share=0.1, busy=False, suite="regress", out=tmp_path,
+                            baseline_file=path, resume=True)  # 3 unchanged and 0 injected are on record
+    assert seen == [[], ["random_subset"], ["sift"], ["random_subset"]]  # 1 more unchanged, then 3 injected
+    assert r["false_alarms"]["runs"] == 4 and r["sensitivity"]["runs"] == 3
+    with pytest.raises(calibrate.BenchError, match="another baseline or with other settings"):
+        calibrate.calibrate(sensitivity=4, false_alarm=4, share=0.3, busy=False, suite="regress", out=tmp_path,
+                            baseline_file=path, resume=True)
 
 
 def test_cpu_model_names_a_file():

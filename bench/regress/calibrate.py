@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.regress.baseline import baselines_dir, cpu_model, cpu_slug, find_baseline, load_baseline
+from bench.errors import BenchError
 from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
@@ -38,20 +39,22 @@ def _one(baseline_file: Path, suite: str, method: str | None = None) -> dict:
 
 
 def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suite: str, out: Path,
-              baseline_file: Path | None = None) -> dict:
+              baseline_file: Path | None = None, resume: bool = False) -> dict:
+    """`sensitivity` and `false_alarm` are totals; with `resume`, the runs already in this CPU
+    model's record (same baseline and settings) count, and the injected method's rotation goes on."""
     path = baseline_file or find_baseline()
     base = load_baseline(path)
     methods = sorted(m for m in base["methods"] if m not in base.get("reference", {}))
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-    unchanged, injected = [], []
+    unchanged, injected = _done(out, base, path, busy, share) if resume else ([], [])
     planned = {"false_alarm": false_alarm, "sensitivity": sensitivity}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        for i in range(false_alarm):
+        for i in range(len(unchanged), false_alarm):
             unchanged.append(_one(path, suite))
             print(f"unchanged {i + 1}/{false_alarm}: {'FAIL' if unchanged[-1]['failed'] else 'pass'} "
                   f"({unchanged[-1]['wall_seconds']:.0f} s) {unchanged[-1]['verdict'][:200]}", flush=True)
             _write(out, base, path, busy, share, unchanged, injected, planned)
-        for i in range(sensitivity):
+        for i in range(len(injected), sensitivity):
             m = methods[i % len(methods)]
             with inject_cpu_work(m, per_step_seconds_now(load_suite(suite), m, share)):
                 r = _one(path, suite, m)
@@ -66,6 +69,19 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
             hog.terminate()
             hog.wait()
     return _write(out, base, path, busy, share, unchanged, injected, planned)
+
+
+def _done(out: Path, base: dict, path: Path, busy: bool, share: float) -> tuple[list, list]:
+    """The runs of an earlier calibration of this CPU model against the same baseline and settings."""
+    f = out / f"calibration-{cpu_slug()}.json"
+    if not f.exists():
+        return [], []
+    r = json.loads(f.read_text())
+    if (r.get("baseline"), r.get("baseline_created"), r.get("one_core_kept_busy"), r.get("injected_share")) != (
+            path.name, base["created"], busy, share):
+        raise BenchError(f"{f} was made against another baseline or with other settings; "
+                         "move it away to start afresh, or drop --resume")
+    return r["false_alarms"]["details"], r["sensitivity"]["details"]
 
 
 def _write(out: Path, base: dict, path: Path, busy: bool, share: float, unchanged: list, injected: list,
@@ -111,17 +127,17 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-busy", dest="busy", action="store_false", help="do not keep one core busy meanwhile")
     p.add_argument("--suite", default="regress")
     p.add_argument("--baseline", type=Path, default=None, help="baseline file (default: this CPU model's in results/regress/baselines/)")
+    p.add_argument("--resume", action="store_true",
+                   help="count the runs already recorded for this CPU model (same baseline and settings) and do the rest")
     p.add_argument("--out", type=Path, default=None, help="folder for calibration-<cpu model>.json/.md (default results/regress)")
     a = p.parse_args(argv)
     out = a.out or baselines_dir().parent
-    r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out, a.baseline)
+    r = calibrate(a.sensitivity, a.false_alarm, a.share, a.busy, a.suite, out, a.baseline, a.resume)
     print(_markdown(r))
     return 0
 
 
 if __name__ == "__main__":
-    from bench.errors import BenchError
-
     try:
         sys.exit(cli())
     except BenchError as e:
