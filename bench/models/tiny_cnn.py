@@ -6,7 +6,7 @@ from torch import nn
 from bench.models import Classifier, Exit, InputSpec, register_model
 
 
-def _stage(a: int, b: int, stride: int, pool: bool, pool_first: bool) -> nn.Sequential:
+def _stage(a: int, b: int, stride: int = 1, pool: bool = False, pool_first: bool = False) -> nn.Sequential:
     conv = nn.Conv2d(a, b, 3, stride=stride, padding=1, bias=False)
     if pool and pool_first:  # BN and ReLU on the pooled map: a quarter of the elementwise work
         return nn.Sequential(conv, nn.MaxPool2d(2), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
@@ -24,9 +24,9 @@ class TinyCNN(Classifier):
         chans = [spec.channels, w, 2 * w, 4 * w]
         s = strided_stem
         self.stages = nn.ModuleList([
-            _stage(chans[0], chans[1], 2 if s else 1, pool=not s, pool_first=False),
-            _stage(chans[1], chans[2], 1, pool=True, pool_first=s),
-            _stage(chans[2], chans[3], 1, pool=False, pool_first=False),
+            _stage(chans[0], chans[1], stride=2 if s else 1, pool=not s),
+            _stage(chans[1], chans[2], pool=True, pool_first=s),
+            _stage(chans[2], chans[3]),
         ])
         self.head = nn.Linear(chans[-1], spec.num_classes)
         self.num_exits = len(self.stages)

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.regress.baseline import baselines_dir, cpu_model, cpu_slug, find_baseline, load_baseline
 from bench.errors import BenchError
+from bench.regress.baseline import baselines_dir, cpu_model, cpu_slug, find_baseline, load_baseline
 from bench.regress.guard import main as guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
@@ -73,7 +73,7 @@ def calibrate(sensitivity: int, false_alarm: int, share: float, busy: bool, suit
 
 def _done(out: Path, base: dict, path: Path, busy: bool, share: float) -> tuple[list, list]:
     """The runs of an earlier calibration of this CPU model against the same baseline and settings."""
-    f = out / f"calibration-{cpu_slug()}.json"
+    f = _record(out).with_suffix(".json")
     if not f.exists():
         return [], []
     r = json.loads(f.read_text())
@@ -99,10 +99,14 @@ def _write(out: Path, base: dict, path: Path, busy: bool, share: float, unchange
         "guard_wall_seconds": {"median": statistics.median(walls), "max": max(walls)} if walls else {},
     }
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"calibration-{cpu_slug()}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(_markdown(result))
+    _record(out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    _record(out).with_suffix(".md").write_text(_markdown(result))
     return result
+
+
+def _record(out: Path) -> Path:
+    """This CPU model's calibration record, without its suffix."""
+    return out / f"calibration-{cpu_slug()}"
 
 
 def _markdown(r: dict) -> str:
