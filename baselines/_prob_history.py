@@ -33,23 +33,16 @@ from __future__ import annotations
 
 import torch
 
-from bench.method import Batch, Method
+from bench.method import Batch, Method, Param
 
 
 class ProbHistoryMethod(Method):
     """Base: history of p(true label) per sample, sampling by `score(...) + epsilon`."""
 
     name = "_prob_history"
-
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = True):
-        super().__init__(drop)
-        if int(warmup_epochs) < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if float(epsilon) < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-        self.warmup_epochs = int(warmup_epochs)
-        self.epsilon = float(epsilon)
-        self.replacement = bool(replacement)
+    warmup_epochs = Param(1, "[0, inf)", doc="uniform full epochs before sampling")
+    epsilon = Param(0.2, "[0, inf)", doc="smoothness constant, relative to the mean score")
+    replacement = Param(True, doc="draw with replacement (the paper's per-batch draws)")
 
     def refuse(self, epochs: int) -> str | None:
         why = self.refuse_warmup(epochs, self.warmup_epochs)
@@ -60,19 +53,15 @@ class ProbHistoryMethod(Method):
                     "use replacement=True")
         return None
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        n, dev = ctx.n_train, ctx.device
+    def setup(self) -> None:
+        n, dev = self.ctx.n_train, self.ctx.device
         self.count = torch.zeros(n, dtype=torch.float64, device=dev)
         self.sum_p = torch.zeros(n, dtype=torch.float64, device=dev)
         self.sum_p2 = torch.zeros(n, dtype=torch.float64, device=dev)
-        self.labels_dev = ctx.labels.to(dev)
-
-    # -- history statistics (CPU tensors)
 
     def history(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """count, mean p and unbiased variance of p (NaN where fewer than 2 visits)."""
-        count, s, s2 = self.count.cpu(), self.sum_p.cpu(), self.sum_p2.cpu()
+        count, s, s2 = self.count, self.sum_p, self.sum_p2
         prior = 1.0 / self.ctx.num_classes
         mean = torch.where(count > 0, s / count.clamp(min=1), torch.full_like(s, prior))
         var = (s2 - count * mean**2) / (count - 1)
@@ -88,29 +77,22 @@ class ProbHistoryMethod(Method):
         s = s.clamp(min=1e-12)
         return s / s.sum()
 
-    # -- planning and sampling
-
-    def sampled(self, epoch: int) -> bool:
-        return epoch >= self.warmup_epochs
-
     def epoch_size(self, epoch: int) -> int:
-        if not self.sampled(epoch):
-            return self.ctx.n_train
-        return self.keep_count
+        return self.ctx.n_train if epoch < self.warmup_epochs else self.keep_count
 
     def epoch_indices(self, epoch: int) -> Batch:
-        g, n = self.ctx.generator, self.ctx.n_train
-        if not self.sampled(epoch):
-            return Batch(torch.randperm(n, generator=g))
+        n = self.ctx.n_train
+        if epoch < self.warmup_epochs:
+            return Batch(self.randperm(n))
         k = self.epoch_size(epoch)
-        drawn = torch.multinomial(self.probabilities(), k, replacement=self.replacement, generator=g)
+        drawn = torch.multinomial(self.probabilities(), k, replacement=self.replacement, generator=self.ctx.generator)
         if not self.replacement:  # a draw without replacement comes out biased to high p first: shuffle
-            drawn = drawn[torch.randperm(k, generator=g)]
+            drawn = drawn[self.randperm(k)]
         return Batch(drawn)
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         idx = batch.indices.to(self.count.device, non_blocking=True)
-        p = torch.log_softmax(logits.detach().float(), dim=1).exp().gather(1, self.labels_dev[idx].view(-1, 1)).flatten()
+        p = torch.log_softmax(logits.float(), dim=1).exp().gather(1, self.ctx.labels[idx].view(-1, 1)).flatten()
         p = p.to(self.count.device).double()
         self.count.index_add_(0, idx, torch.ones_like(p))
         self.sum_p.index_add_(0, idx, p)

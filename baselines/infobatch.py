@@ -37,8 +37,11 @@ Where we differ:
 When it acts: epoch 0 has no losses yet and the last `anneal` of the epochs use all
 data, so pruning needs an epoch e >= 1 with e + 1 <= (1 - anneal) * E, i.e. E >= 3 at
 the default anneal; a cell with fewer epochs (or prune ratio 0) is refused.
-`active_share()` is the share of epochs that pruned at least one sample (0 when the
-loss distribution never put a sample below the mean).
+`run_metrics()` reports `active_share`, the share of epochs that pruned at least one
+sample (0 when the loss distribution never put a sample below the mean).
+
+Host syncs: two per pruning epoch (the well-learned samples and the others are listed to
+size the epoch), counted as host_syncs; none per step.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ import math
 
 import torch
 
-from bench.method import Batch, Method, register
+from bench.method import Batch, Method, Param, register
 
 INITIAL_SCORE = 3.0  # the reference's starting score
 
@@ -54,22 +57,15 @@ INITIAL_SCORE = 3.0  # the reference's starting score
 @register
 class InfoBatch(Method):
     name = "infobatch"
-    epoch_size_is_estimate = True  # pruning epochs' sizes depend on losses not yet seen (see "Where we differ")
+    prune_ratio = Param(None, "[0, 1)", kind=float, doc="share of below-mean samples pruned (default: the drop ratio)")
+    anneal = Param(0.125, "[0, 1]", doc="last share of the epochs on all data")
+    plan_below_mean = Param(0.7, "[0, 1]", doc="share of samples assumed below the mean when planning the schedule")
 
-    def __init__(self, drop: float = 0.0, prune_ratio: float | None = None, anneal: float = 0.125,
-                 plan_below_mean: float = 0.7):
-        super().__init__(drop)
-        r = self.drop if prune_ratio is None else float(prune_ratio)
-        if not 0.0 <= r < 1.0:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {r}")
-        if not 0.0 <= float(anneal) <= 1.0:
-            raise ValueError(f"anneal must be in [0, 1], got {anneal}")
-        if not 0.0 <= float(plan_below_mean) <= 1.0:
-            raise ValueError(f"plan_below_mean must be in [0, 1], got {plan_below_mean}")
-        self.prune_ratio = r
-        self.keep_ratio = min(1.0, max(0.1, 1.0 - r))
-        self.anneal = float(anneal)
-        self.plan_below_mean = float(plan_below_mean)
+    def __init__(self, drop: float = 0.0, **params):
+        super().__init__(drop, **params)
+        if self.prune_ratio is None:
+            self.prune_ratio = self.drop
+        self.keep_ratio = min(1.0, max(0.1, 1.0 - self.prune_ratio))
 
     def refuse(self, epochs: int) -> str | None:
         if self.keep_ratio >= 1.0:
@@ -80,17 +76,13 @@ class InfoBatch(Method):
                     f"none of this cell's {epochs}: {fix}")
         return None
 
-    def active_share(self) -> float | None:
-        return self.pruned_epochs / self.epochs_seen if self.epochs_seen else 0.0
+    def run_metrics(self) -> dict[str, float]:
+        return {"active_share": self.pruned_epochs / self.epochs_seen if self.epochs_seen else 0.0}
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
+    def setup(self) -> None:
         self.pruned_epochs = 0  # epochs that pruned at least one sample
         self.epochs_seen = 0
-        self.scores = torch.full((ctx.n_train,), INITIAL_SCORE, dtype=torch.float32, device=ctx.device)
-        self.last_size: int | None = None  # realized size of the latest epoch (for inspection)
-
-    # -- planning
+        self.scores = torch.full((self.ctx.n_train,), INITIAL_SCORE, dtype=torch.float32, device=self.ctx.device)
 
     def prunes(self, epoch: int) -> bool:
         """Whether this epoch prunes: the first (1 - anneal) of the epochs do."""
@@ -104,28 +96,23 @@ class InfoBatch(Method):
         n_well = round(self.plan_below_mean * n)
         return n - n_well + math.floor(self.keep_ratio * n_well)
 
-    # -- the sampler
-
     def epoch_indices(self, epoch: int) -> Batch:
-        g = self.ctx.generator
-        n = self.ctx.n_train
-        weights = torch.ones(n)
+        n, dev = self.ctx.n_train, self.ctx.device
+        weights = torch.ones(n, device=dev)
+        n_sel = 0
         if self.prunes(epoch):
-            scores = self.scores.cpu()
-            well = scores < scores.mean()
-            well_idx = well.nonzero().flatten()
+            well = self.scores < self.scores.mean()
+            well_idx = well.nonzero().flatten()  # the epoch's one host sync: it sizes the epoch
             n_sel = math.floor(self.keep_ratio * len(well_idx))  # int() as in the reference
-            kept_well = well_idx[torch.randperm(len(well_idx), generator=g)[:n_sel]]
+            kept_well = well_idx[self.randperm(len(well_idx))[:n_sel]]
             weights[kept_well] = 1.0 / self.keep_ratio
             visit = torch.cat([(~well).nonzero().flatten(), kept_well])
         else:
-            visit = torch.arange(n)
-        order = visit[torch.randperm(len(visit), generator=g)]
-        self.last_size = len(order)
+            visit = torch.arange(n, device=dev)
+        order = visit[self.randperm(len(visit))]
         self.epochs_seen += 1
         self.pruned_epochs += int(len(order) < n)
-        w = weights[order]
-        return Batch(order, None if bool((w == 1).all()) else w)
+        return Batch(order, weights[order] if n_sel else None)
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
-        self.scores[batch.indices.to(self.scores.device, non_blocking=True)] = losses.detach().float().to(self.scores.device)
+        self.scores[batch.indices] = losses.float()

@@ -10,12 +10,7 @@ round(keep * N) samples with replacement by these probabilities.
 Our reading: the seed's p-SGD formula is garbled; we read it as Active Bias's
 "difficulty" sampling, 1 - p + epsilon (METHODS.md), and the value of epsilon is a
 guess too (see baselines/_prob_history.py). Hence `faithful = False`.
-
-The sampling, warm-up, smoothing and where we differ from the paper are in
-baselines/_prob_history.py (shared with c-SGD).
 """
-import torch
-
 from baselines._prob_history import ProbHistoryMethod
 from bench.method import register
 
@@ -27,8 +22,5 @@ class PSGD(ProbHistoryMethod):
     caveat = ("score 1 - mean p(label) + epsilon is our reading of the seed's garbled p-SGD formula "
               "(Active Bias's difficulty sampling); epsilon 0.2 (relative) is a guess")
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 1, epsilon: float = 0.2, replacement: bool = True):
-        super().__init__(drop, warmup_epochs=warmup_epochs, epsilon=epsilon, replacement=replacement)
-
-    def score(self, count: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    def score(self, count, mean, var):
         return 1.0 - mean

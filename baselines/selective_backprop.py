@@ -43,22 +43,26 @@ does save selection forwards (fewer are counted), and we also record the trainin
 forward of a sample (its training loss, in train mode and augmented) as a
 measurement, where the reference records only selection-forward losses.
 
+Host syncs (bench/syncs.py): none per step. The keep draw, the queue and the batches stay
+on ctx.device; a batch is cut from the queue at a size known on the host only when the
+queue's length is read, once per chunk of candidates (`int(kept.numel())` of a boolean
+selection: one sync per candidate chunk, counted as host_syncs).
+
 Where we differ: the selection forward is the harness's counted `ctx.score` in eval
 mode (as the reference's CutoutForwardpropper, which calls net.eval()); the reference
 also runs that selection forward during its priming epoch, we do not (the warm-up
 epoch trains on all data with no scoring pass); the LR schedule is stepped per
-optimizer step over the planned steps, estimated as ceil(N * kept share / batch size)
+optimizer step over the planned steps, planned from an epoch size of round(N * kept share)
 per selective epoch; the realized number can differ slightly (the selection is
 random), which the harness logs.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
 
-from bench.method import Batch, Method, chunks, num_batches, register
+from bench.method import Batch, Method, Param, chunks, register
 
 REFERENCE_BETA = 3.0  # the reference's default prob_pow, used at drop 0
 
@@ -66,22 +70,15 @@ REFERENCE_BETA = 3.0  # the reference's default prob_pow, used at drop 0
 @register
 class SelectiveBackprop(Method):
     name = "selective_backprop"
+    beta = Param(None, "[0, inf)", kind=float, doc="keep probability = percentile ** beta (default: from the drop)")
+    history = Param(1024, "[1, inf)", doc="recent losses the percentile is taken over")
+    warmup_epochs = Param(1, "[0, inf)", doc="full epochs before selecting (the reference's priming)")
+    stale = Param(0, "[0, inf)", doc="reuse a loss less than this many epochs old (0: always score)")
 
-    def __init__(self, drop: float = 0.0, beta: float | None = None, history: int = 1024,
-                 warmup_epochs: int = 1, stale: int = 0):
-        super().__init__(drop)
-        if beta is None:
-            beta = self.drop / self.keep if self.drop > 0 else REFERENCE_BETA
-        if float(beta) < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if int(history) < 1:
-            raise ValueError(f"history must be at least 1, got {history}")
-        if int(warmup_epochs) < 0 or int(stale) < 0:
-            raise ValueError("warmup_epochs and stale must be >= 0")
-        self.beta = float(beta)
-        self.history = int(history)
-        self.warmup_epochs = int(warmup_epochs)
-        self.stale = int(stale)
+    def __init__(self, drop: float = 0.0, **params):
+        super().__init__(drop, **params)
+        if self.beta is None:
+            self.beta = self.drop / self.keep if self.drop > 0 else REFERENCE_BETA
 
     def refuse(self, epochs: int) -> str | None:
         if self.beta == 0:
@@ -92,42 +89,34 @@ class SelectiveBackprop(Method):
     def expected_keep(self) -> float:
         return 1.0 / (self.beta + 1.0)
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        self.hist = torch.empty(0)  # the most recent losses, oldest first
-        self.last_loss = torch.full((ctx.n_train,), float("nan"))
-        self.last_epoch = torch.full((ctx.n_train,), -(10**9), dtype=torch.long)
-        self.epoch = 0
+    def setup(self) -> None:
+        n, dev = self.ctx.n_train, self.ctx.device
+        self.hist = torch.empty(0, device=dev)  # the most recent losses, oldest first
+        self.last_loss = torch.full((n,), float("nan"), device=dev)
+        self.last_epoch = torch.full((n,), -(10**9), dtype=torch.long, device=dev)
         self.candidates = 0
         self.kept = 0
-
-    # -- planning
 
     def selective(self, epoch: int) -> bool:
         return epoch >= self.warmup_epochs and self.beta > 0
 
-    def steps_in_epoch(self, epoch: int) -> int:
-        n, b = self.ctx.n_train, self.ctx.batch_size
-        if not self.selective(epoch):
-            return num_batches(n, b)
-        return max(1, math.ceil(n * self.expected_keep / b))
-
-    # -- selection
+    def epoch_size(self, epoch: int) -> int:
+        n = self.ctx.n_train
+        return round(n * self.expected_keep) if self.selective(epoch) else n
 
     def _losses(self, idx: torch.Tensor) -> torch.Tensor:
-        """Current losses of these candidates: fresh (counted ctx.score) or, with `stale`,
-        a recent enough one."""
-        losses = torch.empty(len(idx))
-        fresh = torch.ones(len(idx), dtype=torch.bool)
-        if self.stale > 0:
-            fresh = (self.epoch - self.last_epoch[idx] >= self.stale) | self.last_loss[idx].isnan()
-            losses[~fresh] = self.last_loss[idx[~fresh]]
-        if bool(fresh.any()):
-            fidx = idx[fresh]
-            scored = self.ctx.score(fidx).losses.detach().float().cpu()
+        """Current losses of these candidates: fresh (counted ctx.score) or, with `stale`, a recent enough one."""
+        if self.stale <= 0:
+            return self.ctx.score(idx).losses.float()
+        epoch = self.ctx.epoch
+        fresh = (epoch - self.last_epoch[idx] >= self.stale) | self.last_loss[idx].isnan()
+        losses = self.last_loss[idx].clone()
+        fidx = idx[fresh]  # a boolean selection: one sync (stale is off by default)
+        if len(fidx):
+            scored = self.ctx.score(fidx).losses.float()
             losses[fresh] = scored
             self.last_loss[fidx] = scored
-            self.last_epoch[fidx] = self.epoch
+            self.last_epoch[fidx] = epoch
         return losses
 
     def keep_probability(self, losses: torch.Tensor) -> torch.Tensor:
@@ -137,34 +126,27 @@ class SelectiveBackprop(Method):
         return pct.pow(self.beta)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        self.epoch = epoch
         order = self.epoch_indices(epoch)
         b = self.ctx.batch_size
         if not self.selective(epoch):
-            for chunk in chunks(len(order), b):
-                yield order.take(chunk)
+            yield from (order.take(c) for c in chunks(len(order), b, order.indices.device))
             return
-        g = self.ctx.generator
-        queue: list[torch.Tensor] = []
-        queued = 0
-        for chunk in chunks(len(order), b):
+        queue = order.indices[:0]
+        for chunk in chunks(len(order), b, order.indices.device):
             idx = order.indices[chunk]
             prob = self.keep_probability(self._losses(idx))
-            kept = idx[torch.rand(len(idx), generator=g) < prob]
+            draw = torch.rand(len(idx), generator=self.ctx.generator, device=self.ctx.device)
+            kept = idx[draw < prob]  # its length is read here: the one host sync per chunk
             self.candidates += len(idx)
             self.kept += len(kept)
-            if len(kept):
-                queue.append(kept)
-                queued += len(kept)
-            while queued >= b:
-                flat = torch.cat(queue)
-                yield Batch(flat[:b])
-                rest = flat[b:]
-                queue, queued = ([rest] if len(rest) else []), len(rest)
-        if queued:
-            yield Batch(torch.cat(queue))
+            queue = torch.cat([queue, kept])
+            while len(queue) >= b:
+                yield Batch(queue[:b])
+                queue = queue[b:]
+        if len(queue):
+            yield Batch(queue)
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         if self.stale > 0:
-            self.last_loss[batch.indices] = losses.detach().float().cpu()
-            self.last_epoch[batch.indices] = self.epoch
+            self.last_loss[batch.indices] = losses.float()
+            self.last_epoch[batch.indices] = self.ctx.epoch

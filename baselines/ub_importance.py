@@ -21,8 +21,11 @@ is fed with the importances of the training batch itself (computed from the trai
 forward's logits in `observe`: no extra pass); once importance sampling is on, with
 those of each presample. `tau_th=0` starts importance sampling at the first step.
 The switch can stay off for a whole run (short runs, flat losses): the run is then a
-random subset under another name. `active_share()` is the share of steps that were
-importance steps, logged with the run (0 is labelled in the table).
+random subset under another name. `run_metrics()` reports `active_share`, the share
+of steps that were importance steps (0 is labelled in the table).
+
+Host syncs: with the switch (tau_th > 0), one per step, reading the variance-reduction
+average to choose the step's kind; with tau_th = 0 none (everything stays on ctx.device).
 
 The drop ratio (our choice; the paper keeps the number of steps and spends the saving as
 lower gradient variance): b is the cell's batch size, so every step has a normal batch,
@@ -39,7 +42,7 @@ from typing import Iterator
 
 import torch
 
-from bench.method import Batch, Method, chunks, register
+from bench.method import Batch, Method, Param, chunks, register
 
 
 def gradient_bound(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -49,78 +52,64 @@ def gradient_bound(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return p.norm(dim=1)
 
 
-def variance_reduction(g: torch.Tensor) -> float:
-    """The reference's 1 / sqrt(1 - ||g/S - u||^2 / ||g/S||^2) for scores g of a batch."""
+def variance_reduction(g: torch.Tensor) -> torch.Tensor:
+    """The reference's 1 / sqrt(1 - ||g/S - u||^2 / ||g/S||^2) for scores g of a batch (a 0-d tensor)."""
     g = g.double()
     u = 1.0 / len(g)
     s = g.sum()
-    q = g / s if s > 0 else torch.full_like(g, u)
-    ratio = float(((q - u) ** 2).sum() / (q**2).sum())
-    return 1.0 / math.sqrt(max(1e-12, 1.0 - ratio))
+    q = torch.where(s > 0, g / s, torch.full_like(g, u))
+    ratio = ((q - u) ** 2).sum() / (q**2).sum()
+    return 1.0 / torch.sqrt(torch.clamp(1.0 - ratio, min=1e-12))
 
 
 @register
 class UBImportance(Method):
     name = "ub_importance"
+    presample = Param(3.0, "[1, inf)", doc="presample size B, as a factor of the batch size")
+    tau_th = Param(None, "[0, inf)", kind=float, doc="variance-reduction switch threshold (default (B + 3b) / 3b)")
+    momentum = Param(0.9, "[0, 1)", doc="momentum of the switch's moving average")
 
-    def __init__(self, drop: float = 0.0, presample: float = 3.0, tau_th: float | None = None, momentum: float = 0.9):
-        super().__init__(drop)
-        if float(presample) < 1.0:
-            raise ValueError(f"presample must be >= 1 (a factor of the batch size), got {presample}")
-        if tau_th is not None and float(tau_th) < 0:
-            raise ValueError(f"tau_th must be >= 0, got {tau_th}")
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.presample = float(presample)
-        self.tau_th = None if tau_th is None else float(tau_th)
-        self.momentum = float(momentum)
-
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        self.big = max(1, int(self.presample * ctx.batch_size))  # B
-        b = ctx.batch_size
+    def setup(self) -> None:
+        b = self.ctx.batch_size
+        self.big = max(1, int(self.presample * b))  # B
         self.threshold = self.tau_th if self.tau_th is not None else (self.big + 3 * b) / (3 * b)
-        self.vr = 0.0
+        self.vr = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         self.importance_steps = 0
         self.uniform_steps = 0
 
-    def active_share(self) -> float | None:
+    def run_metrics(self) -> dict[str, float]:
         steps = self.importance_steps + self.uniform_steps
-        return self.importance_steps / steps if steps else 0.0
-
-    # -- planning
+        return {"active_share": self.importance_steps / steps if steps else 0.0}
 
     def epoch_size(self, epoch: int) -> int:
         return self.keep_count
 
     @property
     def active(self) -> bool:
-        return self.threshold <= 0 or self.vr > self.threshold
+        return self.threshold <= 0 or bool(self.vr > self.threshold)  # the switch's host sync
 
     def _update_vr(self, g: torch.Tensor) -> None:
         self.vr = self.momentum * self.vr + (1 - self.momentum) * variance_reduction(g)
 
-    # -- sampling
-
     def sample(self, b: int) -> Batch:
-        """Presample B uniformly (with replacement), then draw b from it by the bound."""
-        pre = torch.randint(0, self.ctx.n_train, (self.big,), generator=self.ctx.generator)
+        """Presample B uniformly (with replacement), then draw b of it by the bound."""
+        pre = torch.randint(0, self.ctx.n_train, (self.big,), generator=self.ctx.generator, device=self.ctx.device)
         return self.draw(pre, b)
 
     def draw(self, pre: torch.Tensor, b: int) -> Batch:
-        """Score the presample, draw b of it with p ∝ g (with replacement), weights 1 / (B p)."""
+        """Score the presample, draw b of it with p proportional to g (with replacement), weights 1 / (B p)."""
         scores = self.ctx.score(pre)
-        g = gradient_bound(scores.logits.detach(), self.ctx.labels[pre]).double().cpu()
+        g = gradient_bound(scores.logits, self.ctx.labels[pre]).double()
         self._update_vr(g)
         total = g.sum()
-        p = g / total if total > 0 else torch.full_like(g, 1.0 / len(g))
+        p = torch.where(total > 0, g / total, torch.full_like(g, 1.0 / len(g)))
         pick = torch.multinomial(p, b, replacement=True, generator=self.ctx.generator)
         w = 1.0 / (len(pre) * p[pick])
         return Batch(pre[pick], w.float())
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         order = self.epoch_indices(epoch).indices[: self.epoch_size(epoch)]
-        for chunk in chunks(len(order), self.ctx.batch_size):
+        for chunk in chunks(len(order), self.ctx.batch_size, order.device):
             if self.active:
                 self.importance_steps += 1
                 yield self.sample(len(chunk))
@@ -130,4 +119,4 @@ class UBImportance(Method):
 
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
         if batch.weights is None:  # a uniform step: feed the switch from the training forward
-            self._update_vr(gradient_bound(logits.detach(), self.ctx.labels[batch.indices]).cpu())
+            self._update_vr(gradient_bound(logits, self.ctx.labels[batch.indices]))

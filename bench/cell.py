@@ -11,26 +11,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench import tracking
+from bench import hooks, tracking
 from bench.config import CellConfig
-from bench.controls import shape_of
-from bench.costs import PassCosts
 from bench.data import load_data
-from bench.device import hardware_name, pick_device
+from bench.device import cell_key, hardware_name, pick_device
 from bench.engine import EpochRecord, Trainer, planned_steps
 from bench.errors import BenchError, Diverged, StoreError
-from bench.method import call_hook
 from bench.models import InputSpec, create_model, tokenizer_for
 from bench.paths import PROJECT_ROOT, checkpoint_dir
-from bench.timing import HARNESS, STAGES
+from bench.timing import HARNESS, STAGES, StageTimer
+from bench.work import work_metrics
 
-CHECKPOINT_FORMAT = 2  # a checkpoint in another format is not resumed
+CHECKPOINT_FORMAT = 3  # a checkpoint in another format is not resumed
 
 
 @dataclass
@@ -63,10 +61,15 @@ def checkpoint_path(key: str) -> Path:
     return checkpoint_dir() / f"{key}.pt"
 
 
-def prepare(cfg: CellConfig, method=None):
-    """The checked method (built here unless given), the data and the model: everything
-    that can fail on bad input, before any run is opened."""
-    method = method or cfg.build_method()
+def drop_checkpoints(keys) -> None:
+    """Checkpoints of finished cells (left by a kill between the run's end and their deletion)."""
+    for k in keys:
+        checkpoint_path(k).unlink(missing_ok=True)
+
+
+def load_cell(cfg: CellConfig):
+    """The data and the model of a cell: everything past the method that can fail on bad input,
+    before any run is opened."""
     tok_factory = tokenizer_for(cfg.model)
     data = load_data(cfg.dataset, tokenizer=tok_factory() if tok_factory else None, max_length=cfg.max_length,
                      val_fraction=cfg.val_fraction, train_limit=cfg.train_limit, eval_limit=cfg.eval_limit,
@@ -76,8 +79,7 @@ def prepare(cfg: CellConfig, method=None):
                          f"{cfg.dataset} (after the validation carve); lower --train-limit or leave it out")
     spec = InputSpec(data.kind, data.num_classes, data.channels, data.size)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, spec)
-    return method, data, model
+    return data, create_model(cfg.model, spec)
 
 
 def refuse_idle(cfg: CellConfig, trainer: Trainer) -> None:
@@ -92,20 +94,24 @@ def refuse_idle(cfg: CellConfig, trainer: Trainer) -> None:
 
 
 def run_cell(cfg: CellConfig, tags: dict[str, str] | None = None, log=print) -> CellResult:
+    """Train a cell unless it is finished (the one place that asks, right before training)."""
     device = pick_device(cfg.device)
-    key = cfg.key(hardware_name(device))
+    key = cell_key(cfg)
     method = cfg.build_method()  # the one validation: names, parameters, drop, refusal; before the store
-    ckpt_path = checkpoint_path(key)
-    done = tracking.finished_run(key)
+    done = tracking.finished_runs([key]).get(key)
     if done is not None:
-        ckpt_path.unlink(missing_ok=True)  # left by a kill between finish() and its deletion
+        drop_checkpoints([key])
         return CellResult(key, done.info.run_id, "skipped", dict(done.data.metrics))
 
-    method, data, model = prepare(cfg, method)
+    timer = StageTimer(device)
+    t0 = timer.clock()  # set-up (data, model, a frozen trunk's precompute) is part of end-to-end time
+    data, model = load_cell(cfg)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    trainer = Trainer(cfg, data, model, device, method=method)
+        torch.backends.cudnn.benchmark = True  # every new shape is tuned untimed (bench/engine.py)
+    trainer = Trainer(cfg, data, model, device, timer, method=method)
+    setup_seconds = timer.clock() - t0
     refuse_idle(cfg, trainer)
+    ckpt_path = checkpoint_path(key)
     ckpt = _load(ckpt_path)
     runs = tracking.runs_for(key)
     if ckpt and ckpt["run_id"] not in {r.info.run_id for r in runs}:
@@ -120,7 +126,7 @@ def run_cell(cfg: CellConfig, tags: dict[str, str] | None = None, log=print) -> 
     run = tracking.CellRun(key, ckpt["run_id"] if ckpt else None, name=name)
     trainer.ctx.artifact_sink = run.artifact
     try:
-        return _train(cfg, key, trainer, run, ckpt, ckpt_path, tags or {}, log)
+        return _train(cfg, key, trainer, run, ckpt, ckpt_path, tags or {}, log, setup_seconds)
     except Diverged as d:
         ckpt_path.unlink(missing_ok=True)
         run.diverged(d.epoch, d.step, str(d))
@@ -142,25 +148,28 @@ def _quietly(fn, *args) -> None:
         pass  # the store went away too; the original error is the one to report
 
 
-def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellResult:
+def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log, setup_seconds: float) -> CellResult:
     method, timer, n = trainer.method, trainer.timer, len(trainer.train)
     run.params({
         "model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "drop": cfg.drop, "seed": cfg.seed,
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": trainer.optimizer_kind,
-        "lr": cfg.lr, "train_limit": cfg.train_limit, "eval_limit": cfg.eval_limit, "label_noise": cfg.label_noise,
-        "n_train": n, "planned_steps": trainer.planned_steps, "compile": cfg.compile,
-        **{f"method.{k}": v for k, v in {**type(method).param_defaults(), **cfg.params}.items()},
+        "epochs": cfg.epochs, "plan_epochs": cfg.plan_epochs or cfg.epochs, "batch_size": cfg.batch_size,
+        "optimizer": trainer.optimizer_kind, "lr": cfg.lr, "train_limit": cfg.train_limit,
+        "eval_limit": cfg.eval_limit, "label_noise": cfg.label_noise, "n_train": n,
+        "planned_steps": trainer.planned_steps, "compile": cfg.compile,
+        **{f"method.{k}": v for k, v in {**hooks.param_defaults(type(method)), **cfg.params}.items()},
     })
     run.tags({
         "config_key": cfg.config_key(), "git_commit": git_commit(), "hardware": hardware_name(trainer.device),
         "device": trainer.device.type, "torch": torch.__version__, "faithful": method.faithful,
-        "compile_time_in_timing": cfg.compile, **tags,
+        "clock": "cuda events" if trainer.cuda else ("thread cpu time" if timer.thread_clock else "wall"),
+        **tags,
     })
 
     history: list[EpochRecord] = []
     if ckpt:
         trainer.load_state_dict(ckpt["trainer"])
-        history = [EpochRecord.from_dict(h) for h in ckpt["history"]]
+        history = [EpochRecord.from_state(h) for h in ckpt["history"]]
+        setup_seconds += ckpt.get("setup_seconds", 0.0)
         run.tags({"resumed": "true"})
         logged = run.logged_steps("val_acc")
         for rec in history:  # an epoch checkpointed but not yet logged when the run died
@@ -173,27 +182,28 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log) -> CellR
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=trainer.planned_steps, initial=planned_steps(method, len(history)), leave=False,
+        bar = tqdm(total=planned_steps(method, cfg.epochs), initial=planned_steps(method, len(history)), leave=False,
                    file=sys.stderr, disable=None, unit="step",
                    desc=f"{cfg.model}/{cfg.dataset}/{cfg.method} r={cfg.drop} s={cfg.seed}")
     for epoch in range(len(history), cfg.epochs):
         rec = trainer.train_epoch(epoch, on_step=bar.update if bar else None)
         with timer.stage(HARNESS):
             history.append(rec)
-            _save(ckpt_path, {"format": CHECKPOINT_FORMAT, "run_id": run.run_id,
-                              "history": [asdict(h) for h in history], "trainer": trainer.state_dict()})
+            _save(ckpt_path, {"format": CHECKPOINT_FORMAT, "run_id": run.run_id, "setup_seconds": setup_seconds,
+                              "history": [h.state() for h in history], "trainer": trainer.state_dict()})
             _log_epoch(run, rec)
         if bar:
             bar.set_postfix(epoch=epoch, val_acc=f"{rec.val_acc:.3f}")
     if bar:
         bar.close()
 
-    final = final_metrics(cfg, trainer, history)
+    final = result_metrics(cfg, trainer, history, setup_seconds)
+    run.tags({"batch_plan": ";".join(h.plan for h in history)})
     # a kill after the final metrics and before finish() leaves them logged: log them once
     if not (ckpt and "final_test_acc" in run.logged_metrics()):
         run.metrics(final, cfg.epochs)
     run.finish()
-    ckpt_path.unlink(missing_ok=True)
+    drop_checkpoints([key])
     return CellResult(key, run.run_id, "finished", final)
 
 
@@ -204,55 +214,30 @@ def _log_epoch(run, rec: EpochRecord) -> None:
     run.metrics(rec.metrics(), rec.epoch)
 
 
-def final_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]) -> dict[str, float]:
+def result_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord], setup_seconds: float) -> dict:
+    """The run's final record: accuracy, times, counts, measured pass costs and work fractions."""
     totals, last, budget = trainer.counts, history[-1], cfg.epochs * len(trainer.train)
-    work = work_metrics(trainer, budget)
+    costs = trainer.pass_costs(clock=trainer.timer.clock)
+    syncs = {k: float(sum(h.syncs.get(k, 0) for h in history)) for k in ("host_syncs", "harness_syncs")
+             if any(k in h.syncs for h in history)}
+    planned, steps = trainer.planned_steps, totals.steps
     final = {
         "final_val_acc": last.val_acc, "final_test_acc": last.test_acc,
         "best_val_acc": max(h.val_acc for h in history),
-        "train_seconds": last.train_seconds, "e2e_seconds": last.e2e_seconds,
-        "search_seconds": last.search_seconds, "eval_seconds": last.eval_seconds,
+        "train_seconds": last.train_seconds, "search_seconds": last.search_seconds, "eval_seconds": last.eval_seconds,
+        "setup_seconds": setup_seconds, "work_seconds": last.train_seconds + last.search_seconds,
+        "e2e_seconds": setup_seconds + last.e2e_seconds,
         **{f"stage_{s}_seconds": trainer.timer.totals[s] for s in STAGES + ("other",)},
         **{f"total_{k}": v for k, v in totals.as_dict().items()},
-        "backward_fraction": totals.backwards / budget,
-        "realized_drop": 1 - totals.backwards / budget,
-        **work,
-        **_shape(history, len(trainer.train)),
-        **call_hook(trainer.method, "final_metrics"),
+        **{f"total_exit{k}": v for k, v in totals.exits.items()},
+        "chance_acc": float(torch.bincount(trainer.test.y.cpu()).max()) / len(trainer.test),
+        "plan_step_error": (steps - planned) / planned if planned and cfg.plan_epochs in (0, cfg.epochs) else 0.0,
+        **work_metrics(totals, costs, budget),
+        **costs.metrics(),
+        **syncs,
+        **hooks.call_hook(trainer.method, "run_metrics"),
     }
-    share = call_hook(trainer.method, "active_share")
-    if share is not None:
-        final["active_share"] = share
     return final
-
-
-def _shape(history: list[EpochRecord], n: int) -> dict[str, float]:
-    """What the matched control must copy (bench/controls.py): leading full epochs, then the
-    backward share of the rest."""
-    shape = shape_of([h.counts.backwards for h in history], n)
-    return {"full_epochs": shape.full_epochs, "selective_keep": shape.keep}
-
-
-def work_metrics(trainer: Trainer, budget: int) -> dict[str, float]:
-    """Work weighted by what each pass costs against a full forward (torch's flop counter,
-    on a few training samples): uniform does (1 + b) x budget, b = backward_cost_ratio."""
-    c, exits = trainer.counts, trainer.ctx.exits
-    x, mask, y = trainer.inputs(trainer.train, torch.arange(min(8, len(trainer.train))))
-    rng = torch.get_rng_state()  # dropout in the counted passes must not move the seeded stream
-    costs = PassCosts(trainer.model, x, mask, y)
-    partial = sum(n * costs.partial(k) for k, n in exits.items()) / sum(exits.values()) if exits else 0.0
-    torch.set_rng_state(rng)
-    b = costs.backward
-    forwards = c.forwards + c.selection_forwards + partial * c.partial_forwards
-    train_work = (forwards + b * c.backwards) / ((1 + b) * budget)
-    out = {
-        "backward_cost_ratio": b, "forward_fraction": forwards / budget, "train_work_fraction": train_work,
-        "work_fraction": train_work + (c.search_forwards + b * c.search_backwards) / ((1 + b) * budget),
-        "ideal_speedup": 1 / train_work if train_work > 0 else float("nan"),
-    }
-    if exits:
-        out["partial_forward_cost"] = partial
-    return out
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import sys
+import typing
 
 from bench.errors import BenchError, Diverged, Terminated
 
@@ -23,31 +24,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--method", default="uniform")
-    p.add_argument("--drop", type=float, default=0.0, help="share of samples with no backward pass, in [0, 1)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", default="auto", choices=["auto", "sgd", "adamw"])
-    p.add_argument("--train-limit", type=int, help="stratified training subset size, for smoke runs")
-    p.add_argument("--eval-limit", type=int, help="cap on validation and test sizes (default: --train-limit)")
-    p.add_argument("--label-noise", type=float, default=0.0)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method parameter; VALUE is read as JSON when it parses (e.g. 3, 0.5, true)")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--eval-every", type=int, default=0, metavar="STEPS",
-                   help="optimizer steps between validation probes (time to target); default 0: four per epoch")
+    """One option per cell field (bench/config.py), with its type, default and help."""
+    from bench.config import CellConfig, base_type, cell_fields
+
+    hints = typing.get_type_hints(CellConfig)
+    for f in cell_fields():
+        if not f.metadata["cli"]:
+            continue
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        kind, _ = base_type(hints[f.name])
+        if f.name == "params":
+            p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE", help=help_)
+        elif kind is bool and f.default:
+            p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", help=f"do not {help_}")
+        elif kind is bool:
+            p.add_argument(flag, action="store_true", help=help_)
+        else:
+            required = f.name in ("model", "dataset")
+            p.add_argument(flag, type=kind, required=required, default=None if required else f.default, help=help_,
+                           choices=f.metadata["choices"] or None)
 
 
 def _add_scale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: one cell after another in this process; ray: one Ray task per cell (needs a tracking server)")
+                   help="local: cells on this machine; ray: one Ray task per cell (needs a tracking server)")
+    p.add_argument("--workers", default="auto",
+                   help="local: cells at once. auto: on CPU one per core, one torch thread each, timed in thread CPU "
+                        "time; on a GPU one. 1: one cell at a time in this process")
     p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster on 127.0.0.1)")
     p.add_argument("--cpus-per-cell", type=int, help="CPUs (and torch threads) per CPU cell; Ray default 1. GPU cells get one GPU")
     p.add_argument("--checkpoint-dir", help="per-epoch checkpoints, on storage every worker reads (sets BENCH_CHECKPOINTS)")
@@ -68,14 +71,10 @@ def _params(items: list[str]) -> dict:
 
 def cmd_run(a) -> int:
     from bench.cell import run_cell
-    from bench.config import CellConfig
+    from bench.config import CellConfig, cell_fields
 
-    cfg = CellConfig(
-        model=a.model, dataset=a.dataset, method=a.method, params=_params(a.param), drop=a.drop, epochs=a.epochs,
-        seed=a.seed, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, train_limit=a.train_limit,
-        eval_limit=a.eval_limit, label_noise=a.label_noise, max_length=a.max_length, compile=a.compile,
-        device=a.device, progress=not a.no_progress, eval_every=a.eval_every,
-    )
+    values = {f.name: getattr(a, f.name) for f in cell_fields() if f.metadata["cli"]}
+    cfg = CellConfig(**{**values, "params": _params(values["params"])})
     try:
         result = run_cell(cfg)
     except Diverged as e:
@@ -113,18 +112,15 @@ def cmd_fetch(a) -> int:
 
 
 def _finish_suite(suite, outcome, highlight=None, out_dir=None) -> int:
+    from bench import report
+
     try:
-        from bench import report
-    except ImportError:
-        report = None
-    if report is not None:
-        try:
-            path = report.write(suite, out_dir)
-            print(f"tables and plots: {path}")
-            if highlight:
-                print(report.render(report.summary(report.collect(suite), suite), highlight=highlight))
-        except BenchError as e:
-            print(f"no tables: {e}", file=sys.stderr)
+        path = report.write(suite, out_dir)
+        print(f"tables and plots: {path}")
+        if highlight:
+            print(report.render(report.summary(report.collect(suite), suite), highlight=highlight))
+    except BenchError as e:
+        print(f"no tables: {e}", file=sys.stderr)
     for what, cells in (("diverged (recorded as such, never as results)", outcome.diverged),
                         ("failed", outcome.failed)):
         if cells:
@@ -134,21 +130,42 @@ def _finish_suite(suite, outcome, highlight=None, out_dir=None) -> int:
     return 1 if outcome.failed or outcome.diverged else 0
 
 
+def _workers(a, suite) -> int:
+    """--workers: a number, or auto (one per core for CPU cells, one for GPU cells)."""
+    import os
+
+    from bench.device import pick_device
+
+    if a.workers != "auto":
+        try:
+            return int(a.workers)
+        except ValueError:
+            raise BenchError(f"--workers must be a number or auto, got {a.workers!r}") from None
+    if a.executor != "local" or a.cpus_per_cell:
+        return 1
+    cpu = all(pick_device(c.device).type == "cpu" for c in suite.cells())
+    return max(1, os.cpu_count() or 1) if cpu else 1
+
+
 def cmd_suite(a) -> int:
     from bench.runner import run_suite
     from bench.suite import load_suite
 
     suite = load_suite(a.suite)
     if a.dry_run:
-        for cfg in suite.cells():
+        cells = suite.cells()
+        for cfg in cells:
             print(f"{cfg.label} epochs={cfg.epochs}")
+        print(f"{len(cells)} cells, plus the random controls their runs call for"
+              + (f"; expected: {suite.expected_runtime}" if suite.expected_runtime else ""))
         return 0
     if a.checkpoint_dir:  # read by every cell and passed on to Ray workers
         import os
 
         os.environ["BENCH_CHECKPOINTS"] = a.checkpoint_dir
     return _finish_suite(suite, run_suite(suite, executor=a.executor, ray_address=a.ray_address,
-                                          cpus_per_cell=a.cpus_per_cell))
+                                          cpus_per_cell=a.cpus_per_cell, workers=_workers(a, suite),
+                                          controls=suite.controls))
 
 
 def cmd_compare(a) -> int:
@@ -171,7 +188,7 @@ def cmd_compare(a) -> int:
     print(f"session {session}: {a.method}, uniform and the matched controls measured side by side "
           f"(interrupted? resume with --session {session})")
     measured = dataclasses.replace(suite, defaults={**suite.defaults, "session": session})
-    out = run_suite(measured, only_methods={a.method})
+    out = run_suite(measured, only_methods={a.method}, workers=_workers(a, measured), controls=measured.controls)
     print(f"rows of other methods (results/{suite.name}/summary.md) were measured at another time: "
           "compare them with care")
     return _finish_suite(measured, out, highlight=a.method, out_dir=results_dir() / suite.name / session)
@@ -247,6 +264,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("method")
     c.add_argument("suite", nargs="?", default="quick")
     c.add_argument("--session", help="resume an interrupted comparison (its name is printed when it starts)")
+    c.add_argument("--workers", default="auto", help="cells at once (see `suite --help`)")
+    c.set_defaults(executor="local", cpus_per_cell=None)
     c.set_defaults(fn=cmd_compare)
     t = sub.add_parser("tables", help="regenerate a suite's tables and plots from MLflow, without training")
     t.add_argument("suite", nargs="?", default="quick")

@@ -1,71 +1,90 @@
-"""Matched random controls, scheduled by the harness for every method run.
+"""The two random controls of every method row, scheduled by the harness from what the
+method's run did (never from what the method says it would do).
 
-A method's row means something only beside a random subset that spent the same
-realized backward budget in the same shape: the same leading full epochs (a
-method's warm-up), then a random subset of the realized size in every other
-epoch. The shape is read from what the run did (its per-epoch backward
-counts), never from what the method says it would do, so a method whose
-switch never turned on gets uniform training as its control.
+- Selection control: a random subset that replays the run's realized batch plan: in every
+  epoch the same batch sizes in the same order (so the same backward count, wherever its full
+  epochs fell, and the same step structure: a method that shrinks each batch gets a random
+  ceil(keep * B) of each batch), filled with random samples. It asks whether the ranking
+  picks better samples than chance.
+- Cost control: a random subset given the same cost-weighted total work as the run
+  (training forwards, scoring and partial forwards, backwards and search, weighted by their
+  measured seconds: bench/work.py), spread evenly over its epochs with its LR schedule fully
+  decayed inside that budget; a run that cost more than uniform gets more epochs. It asks
+  whether the method is worth its cost. A run with no work beyond its training passes has no
+  separate cost control: its selection control is one.
 
-Controls are ordinary `random_subset` cells: methods that realized the same
-shape share one control, and a control is never run twice. The runner runs
-each seed's controls right after that seed's method cells; the report finds a
-method row's control again from the method run's logged shape.
+Both are ordinary `random_subset` cells, so equal controls share one cell and none runs twice.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
 
 from bench.config import CellConfig
+from bench.work import Counts, PassCosts, search_seconds_equiv, train_seconds_equiv
 
 REFERENCE = "uniform"
 CONTROL = "random_subset"
+KINDS = ("selection", "cost")
 
 
-@dataclass(frozen=True)
-class Shape:
-    full_epochs: int  # leading epochs in which every training sample got a backward pass
-    keep: float  # backward share of the remaining epochs (1.0 when none remain)
+def _counts(m: dict) -> Counts:
+    names = ("forwards", "backwards", "selection_forwards", "partial_forwards", "search_forwards", "search_backwards",
+             "steps")
+    exits = {int(k[len("total_exit"):]): int(v) for k, v in m.items() if k.startswith("total_exit")}
+    return Counts(**{n: int(m.get(f"total_{n}", 0)) for n in names}, exits=exits)
 
 
-def shape_of(epoch_backwards: Sequence[float], n_train: int) -> Shape:
-    full = 0
-    for b in epoch_backwards:
-        if b < n_train:
-            break
-        full += 1
-    rest = list(epoch_backwards[full:])
-    keep = sum(rest) / (len(rest) * n_train) if rest else 1.0
-    return Shape(full, min(1.0, keep))
+def uniform_plan(n: int, batch_size: int, epochs: int) -> str:
+    full, tail = divmod(n, batch_size)
+    ep = ",".join(p for p in (f"{batch_size}x{full}" if full else "", f"{tail}x1" if tail else "") if p)
+    return ";".join([ep] * epochs)
+
+
+def selection_control(cfg: CellConfig, plan: str, n_train: int) -> CellConfig | None:
+    """The run's selection control; None for the reference and the random subset themselves, and
+    for a run whose plan is uniform's (its control is uniform training itself)."""
+    if cfg.method in (REFERENCE, CONTROL) or not plan or plan == uniform_plan(n_train, cfg.batch_size, cfg.epochs):
+        return None
+    return cfg.replace(method=CONTROL, drop=0.0, params={"plan": plan})
 
 
 def control_drop(keep: float, n_train: int, epochs: int, batch_size: int) -> float:
-    """The control's drop ratio, rounded to as few decimals as keep its total backward
-    count within half a batch of the method's (so equal budgets share one cell)."""
+    """A control's drop ratio, rounded to as few decimals as keep its total backward count
+    within half a batch of the target's (so equal budgets share one cell)."""
     samples = max(1, n_train * epochs)
     decimals = max(2, math.ceil(math.log10(max(1.0, samples / max(1, batch_size)))) + 1)
     drop = round(1.0 - keep, decimals)
     return min(max(drop, 0.0), 1.0 - 1.0 / n_train)
 
 
-def control_for(cfg: CellConfig, shape: Shape, n_train: int) -> CellConfig | None:
-    """The matched control of a method cell; None for the reference, and for a run that
-    never dropped anything (its control is uniform training itself)."""
-    if cfg.method == REFERENCE or shape.full_epochs >= cfg.epochs or shape.keep >= 1.0:
+def cost_control(cfg: CellConfig, metrics: dict, n_train: int) -> CellConfig | None:
+    """The run's cost control, or None when its selection control is one (no work beyond its training
+    passes), or for the reference and the random subset themselves."""
+    costs = PassCosts.from_metrics(metrics)
+    c = _counts(metrics)
+    if cfg.method in (REFERENCE, CONTROL) or costs is None or not (
+            c.selection_forwards or c.partial_forwards or c.search_forwards or c.search_backwards):
         return None
-    selective = cfg.epochs - shape.full_epochs
-    drop = control_drop(shape.keep, n_train, selective, cfg.batch_size)
-    params = {"warmup_epochs": shape.full_epochs} if shape.full_epochs else {}
-    return cfg.replace(method=CONTROL, drop=drop, params=params)
+    work = train_seconds_equiv(c, costs) + search_seconds_equiv(c, costs)
+    samples = work / (costs.forward + costs.backward)  # training passes the same work buys
+    epochs = max(cfg.epochs, math.ceil(samples / n_train - 1e-9))
+    keep = samples / (epochs * n_train)
+    drop = control_drop(keep, n_train, epochs, cfg.batch_size)
+    if drop <= 0.0:
+        return None if epochs == cfg.epochs else cfg.replace(method=REFERENCE, drop=0.0, params={}, epochs=epochs)
+    return cfg.replace(method=CONTROL, drop=drop, params={}, epochs=epochs)
 
 
-def control_of_run(cfg: CellConfig, run) -> CellConfig | None:
-    """The matched control of a finished method run, from what it logged (`full_epochs`,
-    `selective_keep`, `n_train`); None when it needs none or is its own control."""
+def controls_of_run(cfg: CellConfig, run) -> dict[str, CellConfig]:
+    """{kind: control cell} of a finished method run, from what it logged."""
     m, n = run.data.metrics, run.data.params.get("n_train")
-    if "full_epochs" not in m or n is None:
-        return None  # logged before controls existed
-    ctl = control_for(cfg, Shape(int(m["full_epochs"]), float(m["selective_keep"])), int(n))
-    return None if ctl is None or ctl.config_key() == cfg.config_key() else ctl
+    if n is None:
+        return {}
+    out = {}
+    sel = selection_control(cfg, run.data.tags.get("batch_plan", ""), int(n))
+    if sel is not None:
+        out["selection"] = sel
+    cost = cost_control(cfg, m, int(n))
+    if cost is not None and (sel is None or cost.config_key() != sel.config_key()):
+        out["cost"] = cost
+    return out

@@ -1,7 +1,11 @@
-"""Which device a cell runs on, checked before anything is loaded, and how the hardware is named."""
+"""Which device a cell runs on, checked before anything is loaded; how the hardware is named;
+and a cell's key (what it computes on which hardware), computed here and nowhere else."""
 from __future__ import annotations
 
+import functools
+import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -26,7 +30,29 @@ def pick_device(name: str) -> torch.device:
         raise BenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC"), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_model() -> str:
+    return f"{cpu_name()} ({os.cpu_count()} logical cores)"
+
+
 def hardware_name(device: torch.device) -> str:
+    """The hardware a timing belongs to: the GPU's name, or the CPU's model and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads ({cpu_name()})"
+
+
+def cell_key(cfg) -> str:
+    """The cell's identity in the store: what it computes (CellConfig) and the hardware it runs on here."""
+    return cfg.key(hardware_name(pick_device(cfg.device)))

@@ -1,9 +1,15 @@
 """The training engine: one loop for image and text classification.
 
-The harness owns everything here: data placement and augmentation, the step,
-the optimizer and its schedule, evaluation, the clock and the sample counts.
-Methods only choose batches (bench/method.py). On a GPU the data stay on the
-device as uint8 and are cropped and flipped there (airbench style).
+The harness owns everything here: data placement and augmentation, the step, the optimizer
+and its schedule, evaluation, the clock and the counts. Methods only choose batches
+(bench/method.py); every call into a method is timed as its `method` stage. On a GPU the data
+stay on the device as uint8 and are cropped and flipped there (airbench style), and the clock
+is read at epoch ends and probes only: no host sync per step.
+
+No shape is first run on the clock. The first time a step, an evaluation or an early exit sees
+a new input shape, it runs once untimed (a training step on a snapshot that is then restored),
+so cuDNN autotuning, lazy initialisation and compilation of that shape never land on any
+method's time, whichever cell of the process runs first.
 """
 from __future__ import annotations
 
@@ -14,18 +20,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from bench import hooks
 from bench.config import CellConfig
-from bench.context import Counts, HarnessContext
+from bench.context import HarnessContext
 from bench.data import Data, FileImages, Split
-from bench.device import hardware_name, pick_device
 from bench.errors import Diverged
-from bench.method import Batch, Method, Scores, call_hook, checked_batches, num_batches
+from bench.method import Batch, Method, Scores, num_batches
 from bench.models import Classifier
+from bench.optim import OPTIMIZERS, Schedule, make_optimizer
+from bench.syncs import SyncCounter
 from bench.timing import StageTimer
-from bench.workload import OPTIMIZERS, WORKLOADS, Schedule
-
-__all__ = ["Counts", "EpochRecord", "HarnessContext", "Schedule", "Trainer", "hardware_name", "pick_device",
-           "planned_steps"]
+from bench.work import Counts, PassCosts, encode_plan, measure_costs
+from bench.workload import WORKLOADS
 
 
 @dataclass
@@ -43,18 +49,22 @@ class EpochRecord:
     e2e_seconds: float
     lr: float
     counts: Counts  # this epoch's work only
+    plan: str = ""  # this epoch's training batch sizes, run-length coded (bench/work.py)
+    syncs: dict = field(default_factory=dict)  # host_syncs, harness_syncs of this epoch (when counted)
     probes: list = field(default_factory=list)  # [optimizer step, probe val acc, train seconds] inside the epoch
 
     def metrics(self) -> dict[str, float]:
-        d = asdict(self)
-        d.pop("epoch"), d.pop("counts"), d.pop("probes")
+        d = {k: v for k, v in asdict(self).items() if k not in ("epoch", "counts", "plan", "syncs", "probes")}
         if math.isnan(d["test_acc"]):
             d.pop("test_acc")
-        return {**d, **{f"epoch_{k}": v for k, v in self.counts.as_dict().items()}}
+        return {**d, **{f"epoch_{k}": v for k, v in self.counts.as_dict().items()}, **self.syncs}
+
+    def state(self) -> dict:
+        return {**asdict(self), "counts": self.counts.state()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EpochRecord":
-        return cls(**{**d, "counts": Counts(**d["counts"])})
+    def from_state(cls, d: dict) -> "EpochRecord":
+        return cls(**{**d, "counts": Counts.from_state(d["counts"])})
 
 
 @dataclass
@@ -62,27 +72,34 @@ class Loop:
     """What one training run steps: the cell's own, or a search trial's copy."""
 
     method: Method
+    ctx: HarnessContext
     model: torch.nn.Module
     step_model: torch.nn.Module
     opt: torch.optim.Optimizer
     schedule: Schedule
     sched: torch.optim.lr_scheduler.LambdaLR
-    counts: Counts
+    plan_epochs: int
+
+    @property
+    def counts(self) -> Counts:
+        return self.ctx.counts
 
 
 class Trainer:
-    """One cell's training: model, optimizer, schedule, generators, clock and one Counts.
+    """One cell's training: model, optimizer, schedule, generators, clock and counts.
 
-    Built without a method it only places data and evaluates (tests of a method's
-    pieces build their own context on it)."""
+    Built without a method it only places data and evaluates."""
 
     def __init__(self, cfg: CellConfig, data: Data, model: Classifier, device: torch.device,
                  timer: StageTimer | None = None, *, method: Method | None = None, artifact_sink=None):
         self.cfg, self.data, self.device = cfg, data, device
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.set_device(device)  # events and kernels on the cell's own GPU
         self.timer = timer or StageTimer(device)
+        self.syncs = SyncCounter(device)
         self.workload = WORKLOADS[data.kind]
         self.model = model.to(device)
-        self.cuda = device.type == "cuda"
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
         if data.kind == "image":  # faster on both: 1.45x for the tiny CNN's step on 2 CPU cores
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -97,14 +114,16 @@ class Trainer:
         self.aug_seed = cfg.seed + self.workload.augment_seed_offset
         self.aug_gen = torch.Generator(device=device).manual_seed(self.aug_seed)
         self.optimizer_kind = cfg.optimizer if cfg.optimizer != "auto" else self.workload.optimizer
+        self.eval_batch = max(cfg.batch_size, self.workload.eval_batch_gpu if self.cuda else self.workload.eval_batch_cpu)
+        self.warmed: set[tuple] = set()  # input shapes already run once untimed
         self.counts = Counts()
         self._resumed_clock: dict | None = None
         if method is not None:
             self.method = method
-            self.ctx = HarnessContext(self, cfg.drop, cfg.epochs, cfg.seed, self.counts, artifact_sink)
-            call_hook(method, "setup", self.ctx)
-            self.planned_steps = planned_steps(method, cfg.epochs)
-            self.loop = self._loop(method, self.model, self.step_model, cfg.epochs, self.counts)
+            self.ctx = HarnessContext(self, cfg.epochs, cfg.seed, self.counts, artifact_sink)
+            hooks.setup(method, self.ctx)
+            self.loop = self._loop(method, self.ctx, self.model, self.step_model, cfg.plan_epochs or cfg.epochs)
+            self.planned_steps = planned_steps(method, self.loop.plan_epochs)
             # probes every so many steps, the same for every method of a setting: time to target
             # is read between epoch ends, on a fixed validation subset, off the train clock
             full_epoch = num_batches(len(self.train), cfg.batch_size)
@@ -122,15 +141,27 @@ class Trainer:
         if size < 0.25 * torch.cuda.mem_get_info(self.device)[0]:
             return Split(split.x.to(self.device), split.y.to(self.device),
                          None if split.mask is None else split.mask.to(self.device))
-        return Split(split.x.pin_memory() if isinstance(split.x, torch.Tensor) else split.x, split.y, split.mask)
+        return split
+
+    def _gather(self, t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """Rows `i` of `t` on the device. A host tensor is gathered into pinned memory (torch's
+        caching host allocator), so the copy really is asynchronous."""
+        if t.device == self.device:
+            return t[i if i.device == t.device else i.to(t.device, non_blocking=True)]
+        i = i.cpu()  # host data indexed by device indices: a host sync, counted as the harness's
+        if not self.cuda:
+            return t[i]
+        buf = torch.empty((len(i),) + tuple(t.shape[1:]), dtype=t.dtype, pin_memory=True)
+        torch.index_select(t, 0, i, out=buf)
+        return buf.to(self.device, non_blocking=True)
 
     def inputs(self, split: Split, idx: torch.Tensor, augment: bool = False):
-        on = split.y.device
-        i = idx.to(on, non_blocking=True)
-        x = split.x[idx] if isinstance(split.x, FileImages) else split.x[i]
-        x = x.to(self.device, non_blocking=True)
-        y = split.y[i].to(self.device, non_blocking=True)
-        mask = None if split.mask is None else split.mask[i].to(self.device, non_blocking=True)
+        if isinstance(split.x, FileImages):
+            x = split.x.batch(idx.cpu(), train=augment).to(self.device, non_blocking=True)
+        else:
+            x = self._gather(split.x, idx)
+        y = self._gather(split.y, idx)
+        mask = None if split.mask is None else self._gather(split.mask, idx)
         if self.data.kind == "image":
             x = x.float().div_(255)
             if augment:
@@ -156,19 +187,23 @@ class Trainer:
 
     # -- optimizer and the loop
 
-    def _loop(self, method: Method, model, step_model, epochs: int, counts: Counts) -> Loop:
-        """A fresh optimizer and LR schedule planned for the steps `method` will take in `epochs`."""
-        cfg, d = self.cfg, OPTIMIZERS[self.optimizer_kind]
-        lr = cfg.lr if cfg.lr is not None else d.base_lr(cfg.batch_size)
-        wd = cfg.weight_decay if cfg.weight_decay is not None else d.weight_decay
-        if self.optimizer_kind == "sgd":
-            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
-        else:
-            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-        plan = Schedule(d, planned_steps(method, epochs), epochs)
-        return Loop(method, model, step_model, opt, plan, torch.optim.lr_scheduler.LambdaLR(opt, plan), counts)
+    def _loop(self, method: Method, ctx: HarnessContext, model, step_model, plan_epochs: int) -> Loop:
+        """A fresh optimizer and LR schedule planned for the steps `method` will take in `plan_epochs`."""
+        cfg = self.cfg
+        opt = make_optimizer(self.optimizer_kind, model.parameters(), cfg.batch_size, cfg.lr, cfg.weight_decay)
+        plan = Schedule(OPTIMIZERS[self.optimizer_kind], planned_steps(method, plan_epochs), plan_epochs)
+        return Loop(method, ctx, model, step_model, opt, plan, torch.optim.lr_scheduler.LambdaLR(opt, plan), plan_epochs)
 
     def step(self, loop: Loop, batch: Batch):
+        if ("train", len(batch)) not in self.warmed:
+            self._warm_step(loop, batch)
+        logits, losses, loss = self._step(loop, batch)
+        loop.counts.forwards += len(batch)
+        loop.counts.backwards += len(batch)
+        loop.counts.steps += 1
+        return logits, losses, loss
+
+    def _step(self, loop: Loop, batch: Batch):
         t = self.timer
         with t.stage("data"):
             x, mask, y = self.inputs(self.train, batch.indices, augment=True)
@@ -185,53 +220,84 @@ class Trainer:
             loop.opt.step()
             loop.opt.zero_grad(set_to_none=True)
             loop.sched.step()
-        loop.counts.forwards += len(batch)
-        loop.counts.backwards += len(batch)
-        loop.counts.steps += 1
         return logits.detach().float(), losses.detach(), loss.detach()
 
+    def _warm_step(self, loop: Loop, batch: Batch) -> None:
+        """One untimed step of this batch's shape on a snapshot of everything it changes, put back after."""
+        self.warmed.add(("train", len(batch)))
+        with self.timer.untimed():
+            saved = copy.deepcopy((loop.model.state_dict(), loop.opt.state_dict(), loop.sched.state_dict()))
+            rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state())
+            self._step(loop, batch)
+            loop.model.load_state_dict(saved[0])
+            loop.opt.load_state_dict(saved[1])
+            loop.sched.load_state_dict(saved[2])
+            torch.set_rng_state(rng[0])
+            if self.cuda:
+                torch.cuda.set_rng_state(rng[1])
+                torch.cuda.synchronize()
+            self.aug_gen.set_state(rng[2])
+            loop.opt.zero_grad(set_to_none=True)
+
+    def _run_warm(self, key: tuple, fn):
+        """`fn()`, run once untimed first when `key` (a pass and its input shape) is new."""
+        if key not in self.warmed:
+            self.warmed.add(key)
+            with self.timer.untimed():
+                fn()
+                if self.cuda:
+                    torch.cuda.synchronize()
+        return fn()
+
+    def _hook(self, loop: Loop, hook: str, *args):
+        """A method hook, timed as the method's and its host syncs counted as the method's."""
+        with self.timer.stage("method"), self.syncs.at("method"):
+            return hooks.call_hook(loop.method, hook, *args)
+
     def _epoch(self, loop: Loop, epoch: int, on_step=None, watch: bool = False, probes: list | None = None):
-        """One epoch of `loop`; returns the summed training loss (a device tensor) and, when
-        `watch`, the first step whose loss was not finite (-1: none). On CPU that stops the
-        epoch at once; on a GPU it is tracked on the device, read once at the epoch's end.
-        With `probes`, a validation probe is appended every `probe_every` steps."""
+        """One epoch of `loop`: (summed training loss as a device tensor, first step whose loss was
+        not finite or -1, the epoch's batch sizes). On CPU a bad loss stops the epoch at once; on a
+        GPU it is tracked on the device, read once at the epoch's end."""
         t, method = self.timer, loop.method
+        loop.ctx.epoch = epoch
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        with t.stage("bookkeeping"):
-            call_hook(method, "start_epoch", epoch)
-            # re-plan the schedule from what the method now knows of its remaining epochs
-            loop.schedule.replan(loop.sched.last_epoch + planned_steps(method, loop.schedule.epochs, start=epoch))
-        it = checked_batches(method, epoch, len(self.train))
+        sizes: list[int] = []
+        # re-plan the schedule from what the method now knows of its remaining epochs
+        with t.stage("method"), self.syncs.at("method"):
+            rest = planned_steps(method, loop.plan_epochs, start=epoch)
+        loop.schedule.replan(loop.sched.last_epoch + rest)
+        checker = hooks.BatchChecker(method, len(self.train))
+        it = checker.batches(epoch)
         while True:
-            with t.stage("selection"):
+            with t.stage("method"), self.syncs.at("method"):
                 batch = next(it, None)
             if batch is None:
                 break
-            logits, losses, loss = self.step(loop, batch)
-            loss_sum += losses.sum()
-            if watch:
-                bad = ~torch.isfinite(loss)
-                if not self.cuda and bad:
-                    return loss_sum, torch.tensor(loop.counts.steps)
-                if self.cuda:
-                    first_bad = torch.where((first_bad < 0) & bad, loop.counts.steps, first_bad)
-            with t.stage("bookkeeping"):
-                call_hook(method, "observe", batch, logits, losses)
-            t.flush()
+            sizes.append(len(batch))
+            with self.syncs.at("harness"):
+                logits, losses, loss = self.step(loop, batch)
+                loss_sum += losses.sum()
+                if watch:
+                    bad = ~torch.isfinite(loss)
+                    if not self.cuda and not self.syncs.audit and bad:  # the audit plays a GPU: no read
+                        return loss_sum, torch.tensor(loop.counts.steps), sizes
+                    else:
+                        first_bad = torch.where((first_bad < 0) & bad, loop.counts.steps, first_bad)
+            self._hook(loop, "observe", batch, logits, losses)
             if probes is not None and loop.counts.steps % self.probe_every == 0:
                 probes.append(self.probe())
             if on_step:
                 on_step()
-        with t.stage("bookkeeping"):
-            call_hook(method, "end_epoch", epoch)
-        return loss_sum, first_bad
+        self._hook(loop, "end_epoch", epoch)
+        checker.finish()
+        return loss_sum, first_bad, sizes
 
     def train_epoch(self, epoch: int, on_step=None) -> EpochRecord:
         """Train one epoch, evaluate, and say what it did. Raises Diverged on a non-finite
         training loss or non-finite weights."""
-        before, probes = self.counts.as_dict(), []
-        loss_sum, first_bad = self._epoch(self.loop, epoch, on_step, watch=True, probes=probes)
+        before, probes = self.counts.copy(), []
+        loss_sum, first_bad, sizes = self._epoch(self.loop, epoch, on_step, watch=True, probes=probes)
         bad = int(first_bad)
         if bad >= 0:
             raise Diverged(epoch, bad, "the training loss is not finite")
@@ -244,15 +310,16 @@ class Trainer:
         test_acc = self.evaluate(self.test)[0] if epoch == self.cfg.epochs - 1 else float("nan")
         self.timer.flush()
         t = self.timer.totals
+        syncs = self.syncs.take() if self.syncs.enabled else {}
         return EpochRecord(
             epoch, val_acc, val_loss, test_acc, loss_sum.item() / max(1, counts.backwards),
             self.timer.train_seconds(), t["search"], t["evaluation"], self.timer.total_seconds(),
-            self.loop.sched.get_last_lr()[0], counts, probes)
+            self.loop.sched.get_last_lr()[0], counts, encode_plan([sizes]), syncs, probes)
 
     def train_copy(self, method: Method, ctx: HarnessContext, epochs: int) -> None:
         """Train `ctx.model` (a copy) with `method` for `epochs`: its own optimizer and schedule,
         its work counted in `ctx.counts` (search trials)."""
-        loop = self._loop(method, ctx.model, ctx.model, epochs, ctx.counts)
+        loop = self._loop(method, ctx, ctx.model, ctx.model, epochs)
         for e in range(epochs):
             self._epoch(loop, e)
 
@@ -262,15 +329,32 @@ class Trainer:
     def forward_eval(self, model, split: Split, idx: torch.Tensor) -> Scores:
         model.eval()
         out, losses = [], []
-        w = self.workload
-        bs = max(self.cfg.batch_size, w.eval_batch_gpu if self.cuda else w.eval_batch_cpu)
-        for s in range(0, len(idx), bs):
-            x, mask, y = self.inputs(split, idx[s : s + bs])
-            with self.amp:
-                logits = model(x, mask).float()
+        for s in range(0, len(idx), self.eval_batch):
+            x, mask, y = self.inputs(split, idx[s : s + self.eval_batch])
+
+            def run():
+                with self.amp:
+                    return model(x, mask).float()
+
+            logits = self._run_warm(("eval", len(y)), run)
             out.append(logits)
             losses.append(F.cross_entropy(logits, y, reduction="none"))
         return Scores(torch.cat(out), torch.cat(losses))
+
+    @torch.no_grad()
+    def early_exit(self, model, idx: torch.Tensor, k: int):
+        x, mask, _ = self.inputs(self.train, idx)
+        model.eval()
+
+        def run():
+            with self.amp:
+                return model.early_exit(x, mask, k)
+
+        out = self._run_warm(("exit", k, len(idx)), run)
+        out.features = out.features.float()
+        if out.logits is not None:
+            out.logits = out.logits.float()
+        return out
 
     def probe(self) -> list:
         """[step, accuracy on the fixed validation subset, train seconds so far]."""
@@ -288,35 +372,27 @@ class Trainer:
             loss = sc.losses.mean().item()
         return acc, loss
 
+    def pass_costs(self, clock=None) -> PassCosts:
+        """Seconds per sample of each kind of pass this cell made, measured now on a batch of training
+        samples of the cell's batch size (off the clock)."""
+        n = min(self.cfg.batch_size, len(self.train))
+        with self.timer.untimed():
+            x, mask, y = self.inputs(self.train, torch.arange(n, device=self.device))
+            return measure_costs(self.model, x, mask, y, exits=sorted(self.counts.exits), amp=self.amp, clock=clock)
+
     # -- the clock, checkpoints
 
     def start(self) -> None:
-        """Start the clock: from the restored totals when resumed, else (on a GPU) after two
-        untimed warm-up steps, so lazy init and cuDNN autotuning stay off the clock."""
-        if self._resumed_clock is None and self.cuda:
-            self._warm_up()
+        """Start the clock, from the restored totals when resumed."""
         self.timer.start(self._resumed_clock)
-
-    def _warm_up(self) -> None:
-        loop = self.loop
-        state = copy.deepcopy((self.model.state_dict(), loop.opt.state_dict(), loop.sched.state_dict()))
-        n = min(self.cfg.batch_size, len(self.train))
-        scratch = Loop(loop.method, loop.model, loop.step_model, loop.opt, loop.schedule, loop.sched, Counts())
-        for _ in range(2):
-            self.step(scratch, Batch(torch.arange(n)))
-        self.model.load_state_dict(state[0])
-        loop.opt.load_state_dict(state[1])
-        loop.sched.load_state_dict(state[2])
-        self.aug_gen.manual_seed(self.aug_seed)
-        torch.cuda.synchronize()
 
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(), "opt": self.loop.opt.state_dict(), "sched": self.loop.sched.state_dict(),
-            "schedule": dict(vars(self.loop.schedule)), "method": call_hook(self.method, "state_dict"),
+            "schedule": dict(vars(self.loop.schedule)), "method": hooks.method_state(self.method),
             "ctx_gen": self.ctx.generator.get_state(), "aug_gen": self.aug_gen.get_state(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
-            "counts": self.counts.as_dict(), "exits": dict(self.ctx.exits), "timer": self.timer.state_dict(),
+            "counts": self.counts.state(), "timer": self.timer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -324,16 +400,20 @@ class Trainer:
         self.loop.opt.load_state_dict(state["opt"])
         self.loop.sched.load_state_dict(state["sched"])
         vars(self.loop.schedule).update(state["schedule"])
-        call_hook(self.method, "load_state_dict", state["method"])
+        hooks.load_method_state(self.method, state["method"])
         self.ctx.generator.set_state(state["ctx_gen"])
         self.aug_gen.set_state(state["aug_gen"])
         torch.set_rng_state(state["rng"])
         if self.cuda and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
-        self.counts.load(state["counts"])
-        self.ctx.exits = dict(state["exits"])
+        loaded = Counts.from_state(state["counts"])
+        vars(self.counts).update(vars(loaded))
         self._resumed_clock = state["timer"]
 
 
 def planned_steps(method: Method, epochs: int, start: int = 0) -> int:
-    return sum(call_hook(method, "steps_in_epoch", e) for e in range(start, epochs))
+    """Optimizer steps the method will take in epochs start..epochs-1, from its epoch sizes."""
+    return sum(num_batches(hooks.call_hook(method, "epoch_size", e), method.ctx.batch_size)
+               for e in range(start, epochs))
+
+

@@ -1,24 +1,24 @@
-"""Run a suite: expand it into cells, skip finished ones, resume interrupted ones,
+"""Run a suite: expand it into cells, skip finished ones, resume interrupted ones, run each
+method's two random controls as soon as the method's run has finished (bench/controls.py),
 keep going past failures and diverged cells, and report them at the end.
 
-Order matters for timing on a shared machine: cells run seed by seed, each seed's
-uniform reference first, then its method cells, then the matched random controls
-their realized budgets call for (bench/controls.py), so drift in machine load falls
-on every method alike rather than on whichever ran last.
+Order: seed by seed, and within a seed in a shuffled order seeded by the seed, so no method
+(the uniform reference included) systematically runs first or last; a method's controls run
+right after it. Cells run in the pool bench/executor.py gives (this process, worker
+processes, or Ray tasks).
 """
 from __future__ import annotations
 
-import sys
+import random
 import time
-import traceback
 from dataclasses import dataclass, field
 
 from bench import tracking
-from bench.cell import checkpoint_path
+from bench.cell import drop_checkpoints
 from bench.config import CellConfig
-from bench.controls import REFERENCE, control_of_run
-from bench.device import hardware_name, pick_device
-from bench.errors import BenchError, Diverged, StoreError
+from bench.controls import KINDS, controls_of_run
+from bench.device import cell_key
+from bench.errors import StoreError
 from bench.suite import Suite
 
 
@@ -26,117 +26,98 @@ from bench.suite import Suite
 class SuiteOutcome:
     ran: int = 0
     skipped: int = 0
+    controls: int = 0  # control runs trained now
     failed: list[tuple[CellConfig, str]] = field(default_factory=list)
     diverged: list[tuple[CellConfig, str]] = field(default_factory=list)
+
+
+def ordered(cells: list[CellConfig]) -> list[CellConfig]:
+    """Seed by seed in the suite's order of seeds; within a seed, a shuffle seeded by the seed."""
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    out = []
+    for s in seeds:
+        group = [c for c in cells if c.seed == s]
+        random.Random(1000 + s).shuffle(group)
+        out += group
+    return out
 
 
 def _eta(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def interleaved(cells: list[CellConfig]) -> list[CellConfig]:
-    """Seed by seed, the reference first within each seed; otherwise the suite's order."""
-    seeds = list(dict.fromkeys(c.seed for c in cells))
-    return sorted(cells, key=lambda c: (seeds.index(c.seed), c.method != REFERENCE))
-
-
-class _Keys:
-    """Store identities of cells, with the hardware name looked up once per device."""
-
-    def __init__(self):
-        self._hw: dict[str, str] = {}
-
-    def __call__(self, cfg: CellConfig) -> str:
-        hw = self._hw.setdefault(cfg.device, hardware_name(pick_device(cfg.device)))
-        return cfg.key(hw)
-
-
-def controls_for(cells: list[CellConfig], key=None) -> list[CellConfig]:
-    """The matched controls the finished runs among `cells` call for (shared ones once)."""
-    key = key or _Keys()
-    runs = tracking.finished_runs([key(c) for c in cells])
-    out: dict[str, CellConfig] = {}
-    for cfg in cells:
-        run = runs.get(key(cfg))
-        ctl = control_of_run(cfg, run) if run is not None else None
-        if ctl is not None:
-            out.setdefault(ctl.config_key(), ctl)
-    return list(out.values())
-
-
 def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print, executor: str = "local",
-              ray_address: str | None = None, cpus_per_cell: int | None = None) -> SuiteOutcome:
-    from bench.executor import prepare, run_on_ray
+              ray_address: str | None = None, cpus_per_cell: int | None = None, workers: int = 1,
+              controls: bool = True) -> SuiteOutcome:
+    from bench.executor import make_pool, prepare
 
-    prepare(executor, cpus_per_cell)  # refuses a shared SQLite file; same thread count as the cells
-    cells = interleaved(suite.cells(only_methods))
-    out, key = SuiteOutcome(), _Keys()
-    finished = tracking.finished_runs([key(c) for c in cells])  # one query: finished cells load nothing
-    for k in finished:  # left by a kill between finish() and its deletion
-        checkpoint_path(k).unlink(missing_ok=True)
-    todo = [c for c in cells if key(c) not in finished]
-    out.skipped = len(cells) - len(todo)
+    threads = cpus_per_cell or (1 if executor == "ray" or workers > 1 else None)
+    prepare(executor, threads, workers)
+    cells = ordered(suite.cells(only_methods))
+    keys = {c.config_key(): cell_key(c) for c in cells}
+    finished = tracking.finished_runs(list(keys.values()))
+    drop_checkpoints(finished)
+    out = SuiteOutcome(skipped=sum(keys[c.config_key()] in finished for c in cells))
+    todo = [c for c in cells if keys[c.config_key()] not in finished]
     log(f"suite {suite.name}: {len(cells)} cells, {out.skipped} already finished, {len(todo)} to run, "
-        f"then the matched controls their budgets call for"
+        f"then the random controls their runs call for"
         + (f" (expected: {suite.expected_runtime})" if suite.expected_runtime and todo else ""))
-    if executor == "ray":
-        run_on_ray(suite.name, todo, out, log, address=ray_address, cpus_per_cell=cpus_per_cell)
-        controls = _unfinished(controls_for(cells, key), key, out)
-        return run_on_ray(suite.name, controls, out, log, address=ray_address, cpus_per_cell=cpus_per_cell)
-    local = _Local(suite.name, out, log)
-    for seed in dict.fromkeys(c.seed for c in cells):
-        local.run([c for c in todo if c.seed == seed], len(todo))
-        local.run(_unfinished(controls_for([c for c in cells if c.seed == seed], key), key, out), 0, "control")
+    pool = make_pool(executor, workers, threads, ray_address, log)
+    queue: list[tuple[CellConfig, str]] = []  # (cell, role): controls go to the front
+    seen: set[str] = set(keys)
+    for cfg, run in ((c, finished[keys[c.config_key()]]) for c in cells if keys[c.config_key()] in finished):
+        queue += _controls(cfg, run, seen) if controls else []
+    queue += [(c, "") for c in todo]
+    t0, done_main = time.perf_counter(), 0
+    try:
+        while queue or pool.busy:
+            while queue and pool.busy < pool.workers:
+                cfg, role = queue.pop(0)
+                pool.submit(cfg, {"suite": suite.name, **({"role": role} if role else {})})
+            cfg, done = pool.next_done()
+            role = "control" if cfg.config_key() not in keys else ""
+            if not role:
+                done_main += 1
+                left = (time.perf_counter() - t0) / done_main * (len(todo) - done_main)
+                where = f"[{done_main}/{len(todo)}{f', ~{_eta(left)} left' if done_main < len(todo) else ''}]"
+            else:
+                where = "[control]"
+            log(_line(where, cfg, done))
+            if done.status in ("finished", "skipped"):
+                out.ran += done.status == "finished" and not role
+                out.controls += done.status == "finished" and bool(role)
+                out.skipped += done.status == "skipped"
+                if controls and not role:
+                    run = tracking.client().get_run(done.result.run_id)
+                    queue[:0] = _controls(cfg, run, seen)
+            elif done.status == "diverged":
+                out.diverged.append((cfg, done.error))
+            else:
+                out.failed.append((cfg, done.error))
+    except KeyboardInterrupt:
+        log("interrupted: finished epochs are checkpointed; run the same command again to resume")
+        raise
+    except StoreError:
+        raise
+    finally:
+        pool.close()
     return out
 
 
-def _unfinished(controls: list[CellConfig], key, out: SuiteOutcome) -> list[CellConfig]:
-    done = tracking.finished_runs([key(c) for c in controls])
-    out.skipped += len(done)
-    return [c for c in controls if key(c) not in done]
+def _controls(cfg: CellConfig, run, seen: set[str]) -> list[tuple[CellConfig, str]]:
+    """The run's controls not yet queued (shared ones once)."""
+    out = []
+    for kind, ctl in controls_of_run(cfg, run).items():
+        if ctl.config_key() not in seen:
+            seen.add(ctl.config_key())
+            out.append((ctl, f"{kind} control"))
+    return out
 
 
-class _Local:
-    """Cells one after another in this process, each claimed first (another driver may share the suite)."""
+def _line(where: str, cfg: CellConfig, done) -> str:
+    if done.status in ("finished", "skipped"):
+        return f"{where} {done.result.summary(cfg)}" + (f"  on {done.host}" if done.host else "")
+    return f"{where} {done.status}: {cfg.label}: {done.error}"
 
-    def __init__(self, suite_name: str, out: SuiteOutcome, log):
-        from bench import claims
 
-        self.suite_name, self.out, self.log = suite_name, out, log
-        self.owner, self.spent, self.done = claims.new_owner(), 0.0, 0
-
-    def run(self, cfgs: list[CellConfig], total: int, role: str = "") -> None:
-        from bench.executor import run_claimed
-
-        out, log = self.out, self.log
-        for cfg in cfgs:
-            if role:
-                where = f"[{role}]"
-            else:
-                self.done += 1
-                left = f", ~{_eta(self.spent / (self.done - 1) * (total - self.done + 1))} left" if self.done > 1 else ""
-                where = f"[{self.done}/{total}{left}]"
-            log(f"{where} {cfg.label}")
-            t0 = time.perf_counter()
-            tags = {"suite": self.suite_name, **({"role": role} if role else {})}
-            try:
-                res = run_claimed(cfg, self.owner, tags=tags, log=log)  # waits while another driver holds it
-                log("  " + res.summary(cfg))
-            except KeyboardInterrupt:
-                log(f"interrupted during {cfg.label}: finished epochs are checkpointed; run again to resume")
-                raise
-            except StoreError:
-                raise  # every later cell would fail the same way
-            except Diverged as e:
-                out.diverged.append((cfg, str(e)))
-                log(f"  diverged: {e}")
-            except BenchError as e:
-                out.failed.append((cfg, str(e)))
-                log(f"  failed: {e}")
-            except Exception as e:  # a broken method must not stop the other cells
-                out.failed.append((cfg, f"{type(e).__name__}: {e}"))
-                log(f"  failed: {type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stderr)
-            out.ran += 1
-            if not role:
-                self.spent += time.perf_counter() - t0
+__all__ = ["KINDS", "SuiteOutcome", "ordered", "run_suite"]

@@ -7,6 +7,7 @@
     method_params: {swift_sampler: {bo_steps: 4}}                 # per-method parameters
     target_offset: 0.5       # time to target: median uniform final val acc minus this many points
     early_epochs: 3          # optional: a table of each method's lead over uniform after each of the first epochs
+    controls: true           # optional (default true): run each method row's selection and cost controls
     paper: paper/swiftlearn.yaml   # reported figures shown beside ours (relative to results/)
     blocks:
       - models: [resnet18]
@@ -15,6 +16,7 @@
         drops: [0.5, 0.9]     # uniform always runs once, at drop 0, as the reference
         seeds: [0, 1]
         overrides: {epochs: 5}
+        method_params: {sift: {exit_layer: 2}}   # optional: per-method parameters of this block
 
 Every block expands to models x datasets x methods x drops x seeds.
 """
@@ -31,8 +33,9 @@ from bench.errors import BenchError
 from bench.paths import results_dir
 
 REFERENCE = "uniform"
-SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "early_epochs", "paper", "blocks"}
-BLOCK_KEYS = {"models", "datasets", "methods", "drops", "seeds", "overrides"}
+SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "early_epochs",
+              "controls", "paper", "blocks"}
+BLOCK_KEYS = {"models", "datasets", "methods", "drops", "seeds", "overrides", "method_params"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Block:
     drops: tuple[float, ...]
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Suite:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_offset: float = 0.5
     early_epochs: int = 0  # > 0: the report adds the lead over uniform after each of the first this many epochs
+    controls: bool = True  # run each method row's selection and cost controls
     paper: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
@@ -81,7 +86,8 @@ class Suite:
                         drops = (0.0,) if no_drop else b.drops
                         for drop in drops:
                             for seed in b.seeds:
-                                params = {**self.method_params.get(m.name, {}), **m.params}
+                                params = {**self.method_params.get(m.name, {}), **b.method_params.get(m.name, {}),
+                                          **m.params}
                                 fields_ = {**self.defaults, **b.overrides, "model": model, "dataset": dataset,
                                            "method": m.name, "params": params, "drop": drop, "seed": seed}
                                 cfg = _cell(self.name, fields_)
@@ -123,6 +129,12 @@ def _number(suite: str, where: str, value) -> float:
     return float(value)
 
 
+def _flag(suite: str, where: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise BenchError(f"suite {suite}: {where} must be true or false, got {value!r}")
+    return value
+
+
 def _methods(suite: str, block: int, value) -> tuple[MethodSpec, ...] | str:
     if value == "all":
         return "all"
@@ -141,8 +153,10 @@ def _methods(suite: str, block: int, value) -> tuple[MethodSpec, ...] | str:
 
 def find_suite(name_or_path: str) -> Path:
     p = Path(name_or_path)
+    if p.is_dir():
+        raise BenchError(f"{p} is a folder; give a suite name or a .yaml file (suites live in results/suites/)")
     if p.suffix in (".yaml", ".yml"):
-        if not p.exists():
+        if not p.is_file():
             raise BenchError(f"suite file {p} does not exist")
         return p
     p = results_dir() / "suites" / f"{name_or_path}.yaml"
@@ -186,6 +200,8 @@ def load_suite(name_or_path: str) -> Suite:
             drops=_tuple(name, i, "drops", b.get("drops", [0.5]), float),
             seeds=_tuple(name, i, "seeds", b.get("seeds", [0]), int),
             overrides=_mapping(name, f"block {i}: overrides", b.get("overrides")),
+            method_params={m: _mapping(name, f"block {i}: method_params of {m}", v)
+                           for m, v in _mapping(name, f"block {i}: method_params", b.get("method_params")).items()},
         ))
     paper = {}
     if raw.get("paper"):
@@ -201,6 +217,7 @@ def load_suite(name_or_path: str) -> Suite:
                   defaults=_mapping(name, "defaults", raw.get("defaults")), method_params=method_params,
                   target_offset=_number(name, "target_offset", raw.get("target_offset", 0.5)),
                   early_epochs=int(_number(name, "early_epochs", raw.get("early_epochs", 0))),
+                  controls=_flag(name, "controls", raw.get("controls", True)),
                   paper=paper, path=str(path))
     validate(suite)
     return suite
@@ -221,7 +238,7 @@ def validate(suite: Suite) -> None:
                         reg.get(n)  # raises the one-line error with the known names
         except BenchError as e:
             raise BenchError(f"suite {suite.name}, block {i}: {e}") from None
-    for name in suite.method_params:
+    for name in list(suite.method_params) + [m for b in suite.blocks for m in b.method_params]:
         if name not in METHODS:
             raise BenchError(f"suite {suite.name}: method_params names unknown method {name!r}")
     devices = set()

@@ -1,4 +1,5 @@
-"""Stage timing: CUDA events on a GPU (one synchronisation per step), perf_counter on CPU.
+"""Stage timing: CUDA events on a GPU (resolved at epoch ends and probes, never per step),
+perf_counter on CPU.
 
 Time is exclusive: each interval between two marks belongs to the stage that was
 current, so nested stages never count twice. Inside `exclusive("search")` every
@@ -17,9 +18,10 @@ import time
 
 import torch
 
-STAGES = ("data", "selection", "forward", "backward", "optimizer", "bookkeeping", "search", "evaluation")
+# method: every hook call of the method (its selection, scoring and upkeep): the harness times it, never the author
+STAGES = ("data", "method", "forward", "backward", "optimizer", "search", "evaluation")
 NOT_TRAIN = ("search", "evaluation")  # train time excludes these; end-to-end includes them
-HARNESS = "harness"  # checkpoints and logging: the harness's own cost, in neither time
+HARNESS = "harness"  # checkpoints, logging, warm-up of new shapes: the harness's own cost, in neither time
 
 _thread_clock = False  # set by `thread_cpu_time()`; read when a timer is created
 
@@ -35,10 +37,17 @@ def thread_cpu_time():
         _thread_clock = before
 
 
+def use_thread_clock() -> None:
+    """From now on CPU timers in this process count thread CPU time (worker processes of a suite)."""
+    global _thread_clock
+    _thread_clock = True
+
+
 class StageTimer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.clock = time.thread_time if _thread_clock and not self.cuda else time.perf_counter
+        self.thread_clock = _thread_clock and not self.cuda
+        self.clock = time.thread_time if self.thread_clock else time.perf_counter
         self.totals = dict.fromkeys(STAGES + ("other", HARNESS), 0.0)
         self.current = "other"
         self._locked = 0
@@ -85,8 +94,27 @@ class StageTimer:
             finally:
                 self._locked -= 1
 
+    @contextlib.contextmanager
+    def untimed(self):
+        """Charge everything inside to the harness, even inside `exclusive` (warm-up of a new shape)."""
+        prev, locked = self.current, self._locked
+        self._locked = 0
+        self._switch(HARNESS)
+        self._locked = len(STAGES) + 1  # nothing inside may switch
+        try:
+            yield
+        finally:
+            self._locked = 0
+            self._switch(prev)
+            self._locked = locked
+
+    @property
+    def running(self) -> bool:
+        """Whether time now lands on a stage that is counted (not the harness's own)."""
+        return self.current != HARNESS
+
     def flush(self) -> None:
-        """Resolve pending CUDA intervals: the one synchronisation of a step."""
+        """Resolve pending CUDA intervals (one synchronisation)."""
         if not self.cuda or not self._pending:
             return
         self._pending[-1][1].synchronize()

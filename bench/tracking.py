@@ -142,21 +142,32 @@ def runs_for(key: str) -> list:
     return client().search_runs([experiment_id()], filter_string=f"tags.cell_key = '{key}'", max_results=100)
 
 
-def finished_run(key: str):
-    return finished_runs([key]).get(key)
-
-
 def finished_runs(keys: list[str]) -> dict[str, Any]:
-    """Finished runs by key (MLflow's filter takes no IN on tags: one query per key)."""
+    """Finished runs by key: whether a cell is finished is asked here and nowhere else. A few keys
+    are looked up one by one; more in one paginated scan of the experiment's finished runs."""
     out: dict[str, Any] = {}
+    wanted = set(keys)
+    if not wanted:
+        return out
     c, exp = client(), experiment_id()
-    for key in dict.fromkeys(keys):
-        for run in c.search_runs([exp], filter_string=f"tags.cell_key = '{key}' and tags.cell_status = 'finished'",
-                                 max_results=10):
-            if run.info.status == "FINISHED":
+    if len(wanted) <= 3:
+        for key in wanted:
+            for run in c.search_runs([exp], filter_string=f"tags.cell_key = '{key}' and tags.cell_status = 'finished'",
+                                     max_results=10):
+                if run.info.status == "FINISHED":
+                    out[key] = run
+                    break
+        return out
+    token = None
+    while True:
+        page = c.search_runs([exp], filter_string="tags.cell_status = 'finished'", max_results=1000, page_token=token)
+        for run in page:
+            key = run.data.tags.get("cell_key")
+            if key in wanted and run.info.status == "FINISHED" and key not in out:
                 out[key] = run
-                break
-    return out
+        token = page.token
+        if not token:
+            return out
 
 
 def _store_call(fn):

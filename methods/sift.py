@@ -6,51 +6,49 @@ METHODS.md, section SIFT).
 
 Steps
 1. For each drawn batch of B candidates, a no-grad forward through the first
-   `exit_layer` blocks (`ctx.early_exit`, default k = 1; counted by the harness as
-   partial forwards, timed as selection) and an exit head give per-sample
-   approximate losses (`variant="loss"`, default) or predictive entropies
-   (`variant="entropy"`, the variant that needs no labels).
-2. The static_k(keep, B) = ceil(keep * B) largest are kept; only they get the full
-   forward and backward pass (the engine's step). With drop = 0 every sample is
-   kept and no early pass is made.
-3. Exit head: where the model has its own head at layer k (timm ViT: its norm and
-   head; HF BERT: its pooler and classifier), those logits are used. Otherwise
-   (CNNs: pooled stage-k features, logits None) the method owns a
-   torch.nn.Linear(features_dim, C), created lazily on ctx.device and trained on
-   its own loss on the detached features, so it never changes the trunk's
-   gradients.
-4. Our own exit head starts random, so it is fitted before it selects: during the
-   first `head_warmup_epochs` epochs (default 1) every batch is trained in full
-   while the head takes one step on the batch's early-exit features (those partial
-   forwards are counted). Models with their own head at layer k need no fitting
-   and select from the first batch.
-5. Rank correlation (the seed's open question): at the end of every epoch, on a
-   fixed probe set of `probe_size` training samples (default 256, drawn once at
-   setup; 0 = off), the Spearman correlation between the early-exit losses and the
-   full-model losses (eval mode). Its passes are counted (partial and selection
-   forwards) and timed as search, not train time. Logged as `sift_rank_corr.json`
-   (per epoch) and returned by `final_metrics()` (`exit_rank_corr`: the last
-   epoch's; `exit_rank_corr_first`: the first epoch's).
+   `exit_layer` stages (`ctx.early_exit`: partial forwards, counted per depth) and an
+   exit head give per-sample approximate losses (`variant="loss"`) or predictive
+   entropies (`variant="entropy"`, the variant that needs no labels).
+2. While selecting, the static_k(keep, B) = ceil(keep * B) largest are kept; only
+   they get the full forward and backward pass (the engine's step).
+3. Exit head. `head="fitted"` (default): a linear layer on the exit's pooled features
+   (a CNN's stage k, a transformer's [CLS] at layer k), owned by the method and
+   fitted on the detached features with Adam, `head_steps` steps on every drawn
+   batch, so it never changes the trunk's gradients. `head="own"`: the model's own
+   head applied at layer k where it has one (timm ViT, HF BERT: the paper's BERT
+   setting); the exit must then be a layer that trains.
+4. Selection starts only once the exit can rank: at the end of every epoch the
+   Spearman correlation between exit losses and full-model losses (eval mode) is
+   measured on `probe_size` training samples held out from the head's fit (drawn once
+   at setup); the first epoch after it reaches `corr_threshold` (0.5) selects, and
+   so does every later one. Until then every batch trains in full while the head fits.
+   The probe's passes are the method's work (they decide when it acts).
+5. Logged every epoch (`sift.json`): that correlation, the exit head's accuracy on
+   the probe and the class mix of the kept samples. `run_metrics`: the correlation
+   when selection started (`exit_rank_corr_at_start`) and at the end, the head's
+   accuracy, the epoch selection started, the largest class share among kept samples,
+   and `active_share` (the share of epochs that selected: 0 is labelled in the table).
 
-When it acts: a cell at drop 0 (every sample kept) or with no epoch after the
-head's warm-up is refused (`refuse`).
+When it acts: drop 0 (every sample kept) or a single epoch (nothing left after the first
+check) is refused.
 
 Our choices (left open by the paper)
-- Exit-head optimizer: Adam, lr `head_lr` = 1e-3, one step per drawn batch, on
-  all B candidates' detached features and (trained-on) labels; the head scores the
-  batch before its update on that batch. Its tiny backward is not counted as a
-  sample-backward (it is a D x C linear layer, not the model) but its time is
-  charged to the selection stage.
+- The threshold 0.5 and the probe of 256 held-out samples; the head's Adam at 1e-3,
+  4 steps per drawn batch, on all candidates but the probe's.
 - The last, smaller batch of an epoch keeps static_k(keep, its size).
-- The default keep comes from the harness drop ratio (the paper's default is
-  keep 0.5, i.e. drop 0.5).
+- The default keep comes from the harness drop ratio (the paper's default is keep 0.5).
+
+Host syncs: none per step (exit, head fit and top-k stay on ctx.device); the epoch-end
+probe reads its losses once.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, Method, register, static_k
+from bench.method import Batch, Method, Param, register, static_k
 
 
 def approx_scores(logits: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
@@ -65,120 +63,109 @@ def approx_scores(logits: torch.Tensor, labels: torch.Tensor | None, variant: st
 @register
 class SIFT(Method):
     name = "sift"
-
-    def __init__(self, drop: float = 0.0, exit_layer: int = 1, variant: str = "loss", head_lr: float = 1e-3,
-                 head_warmup_epochs: int = 1, probe_size: int = 256):
-        super().__init__(drop)
-        if int(head_warmup_epochs) < 0 or int(probe_size) < 0:
-            raise ValueError(f"head_warmup_epochs and probe_size must be >= 0, got {head_warmup_epochs}, {probe_size}")
-        self.head_warmup_epochs = int(head_warmup_epochs)
-        self.probe_size = int(probe_size)
-        if int(exit_layer) < 1:
-            raise ValueError(f"exit_layer must be at least 1, got {exit_layer}")
-        if variant not in ("loss", "entropy"):
-            raise ValueError(f"variant must be 'loss' or 'entropy', got {variant!r}")
-        if not float(head_lr) > 0:
-            raise ValueError(f"head_lr must be positive, got {head_lr}")
-        self.exit_layer = int(exit_layer)
-        self.variant = variant
-        self.head_lr = float(head_lr)
+    exit_layer = Param(1, "[1, inf)", doc="stages (layers) before the early exit")
+    variant = Param("loss", choices=("loss", "entropy"), doc="rank by exit loss, or by exit entropy")
+    head = Param("fitted", choices=("fitted", "own"), doc="a linear head fitted on the exit, or the model's own")
+    head_lr = Param(1e-3, "(0, inf)", doc="Adam learning rate of the fitted head")
+    head_steps = Param(4, "[1, inf)", doc="Adam steps of the fitted head per drawn batch")
+    corr_threshold = Param(0.5, "[-1, 1]", doc="held-out rank correlation of exit and full losses that starts selection")
+    probe_size = Param(256, "[16, inf)", doc="training samples held out from the head's fit, for that correlation")
 
     def refuse(self, epochs: int) -> str | None:
         if self.keep >= 1.0:
             return "sift at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
-        if epochs <= self.head_warmup_epochs:
-            return (f"sift needs epochs > head_warmup_epochs ({self.head_warmup_epochs}), the epochs that fit its exit "
-                    f"head; this cell has {epochs}: raise epochs (or head_warmup_epochs=0 on models with their own "
-                    "exit head, e.g. transformers)")
+        if epochs < 2:
+            return "sift needs at least 2 epochs: it checks its exit at an epoch's end before it selects; raise epochs"
         return None
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        self.head: torch.nn.Linear | None = None  # our own exit head, for models without one at layer k
-        self.head_opt: torch.optim.Optimizer | None = None
+    def setup(self) -> None:
+        ctx = self.ctx
         n_exits = getattr(ctx.model, "num_exits", None)
         if n_exits is not None and self.exit_layer > n_exits:
             raise ValueError(f"sift: exit_layer {self.exit_layer} is deeper than the model's {n_exits} exits")
-        self.epoch = 0
-        self.own_head: bool | None = None  # whether the model has its own head at the exit (known at the first pass)
-        self.warmup_epochs = self.head_warmup_epochs  # full epochs before selecting (0 once an own head is seen)
-        n_probe = min(self.probe_size, ctx.n_train)
-        self.probe = torch.randperm(ctx.n_train, generator=ctx.generator)[:n_probe].sort().values if n_probe else None
-        self.rank_corr: list[dict] = []  # {"epoch", "spearman"} per epoch
+        n_probe = min(self.probe_size, ctx.n_train // 4)
+        self.probe = self.randperm(ctx.n_train)[:n_probe].sort().values
+        self.fit_weight = torch.ones(ctx.n_train, device=ctx.device)
+        self.fit_weight[self.probe] = 0.0  # held out from the head's fit
+        self.fc: torch.nn.Linear | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.selecting = False
+        self.start_epoch = -1
+        self.corr_at_start = float("nan")
+        self.kept = torch.zeros(ctx.num_classes, device=ctx.device)
+        self.epochs: list[dict] = []
 
-    def _head_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Score with our exit head, then train it one step on the detached features."""
-        features = features.detach().float()
-        if self.head is None:
-            self.head = torch.nn.Linear(features.shape[1], self.ctx.num_classes).to(self.ctx.device)
-            self.head_opt = torch.optim.Adam(self.head.parameters(), lr=self.head_lr)
-        with torch.no_grad():
-            logits = self.head(features)
+    # -- the exit and its head
+
+    def _fit(self, features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> None:
         with torch.enable_grad():
-            loss = F.cross_entropy(self.head(features), labels)
-            self.head_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.head_opt.step()
-        return logits
+            for _ in range(self.head_steps):
+                loss = (F.cross_entropy(self.fc(features), labels, reduction="none") * weight).sum() / weight.sum().clamp_min(1)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
 
-    def _exit_logits(self, indices: torch.Tensor, fit: bool):
-        """Early-exit logits and the labels; with `fit`, our own head takes a step on these features after scoring."""
+    def exit_logits(self, indices: torch.Tensor, fit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exit logits of these samples (scored before the head's update) and their labels."""
         out = self.ctx.early_exit(indices, k=self.exit_layer)
-        labels = self.ctx.labels[indices].to(out.features.device)
-        if self.own_head is None:
-            self.own_head = out.logits is not None
-            if self.own_head:
-                self.warmup_epochs = 0
-        if out.logits is not None:
+        labels = self.ctx.labels[indices]
+        if self.head == "own":
+            if out.logits is None:
+                raise ValueError(f"sift head=own: the model has no head of its own at layer {self.exit_layer}; "
+                                 "use head=fitted")
             return out.logits, labels
-        if not fit:
-            if self.head is None:
-                return None, labels
-            with torch.no_grad():
-                return self.head(out.features.detach().float()), labels
-        return self._head_logits(out.features, labels), labels
+        features = out.features.detach().float()
+        if self.fc is None:
+            self.fc = torch.nn.Linear(features.shape[1], self.ctx.num_classes).to(self.ctx.device)
+            self.opt = torch.optim.Adam(self.fc.parameters(), lr=self.head_lr)
+        with torch.no_grad():
+            logits = self.fc(features)
+        if fit:
+            self._fit(features, labels, self.fit_weight[indices])
+        return logits, labels
 
-    def scores(self, batch: Batch) -> torch.Tensor:
-        """Approximate per-sample losses (or entropies) of a batch, from the early exit."""
-        logits, labels = self._exit_logits(batch.indices, fit=True)
-        return approx_scores(logits, labels, self.variant)
+    # -- the hooks
 
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def select(self, batch: Batch) -> Batch:
-        if self.keep >= 1.0:
-            return batch
-        k = static_k(self.keep, len(batch))
-        if k >= len(batch):
-            return batch
-        scores = self.scores(batch)
-        if not self.own_head and self.epoch < self.head_warmup_epochs:
-            return batch  # the head was fitted on this batch; it selects once fitted
-        pos = torch.topk(scores, k).indices.cpu()
-        return batch.take(pos.sort().values)
-
-    # -- the rank-correlation probe
+    def batches(self, epoch: int):
+        for batch in super().batches(epoch):
+            logits, labels = self.exit_logits(batch.indices, fit=True)
+            if not self.selecting:
+                yield batch
+                continue
+            k = static_k(self.keep, len(batch))
+            pos = torch.topk(approx_scores(logits, labels, self.variant), k).indices.sort().values
+            self.kept += torch.bincount(labels[pos], minlength=self.ctx.num_classes).float()
+            yield batch.take(pos)
 
     def end_epoch(self, epoch: int) -> None:
-        if self.probe is None:
-            return
-        with self.ctx.search():  # a diagnostic: not train time
-            logits, labels = self._exit_logits(self.probe, fit=False)
-            if logits is None:
-                return  # no head yet (nothing selected so far)
-            approx = approx_scores(logits, labels, "loss").cpu()
-            full = self.ctx.score(self.probe).losses.float().cpu()
-        self.rank_corr.append({"epoch": epoch, "spearman": spearman(approx, full)})
+        logits, labels = self.exit_logits(self.probe, fit=False)
+        approx = approx_scores(logits, labels, "loss")
+        full = self.ctx.score(self.probe).losses.float()
+        corr = spearman(approx, full)
+        head_acc = float((logits.argmax(1) == labels).float().mean())
+        kept = self.kept / self.kept.sum().clamp_min(1)
+        self.epochs.append({"epoch": epoch, "selecting": self.selecting, "exit_rank_corr": corr,
+                            "exit_head_acc": head_acc, "kept_class_share": kept.tolist() if self.selecting else None})
+        self.kept.zero_()
+        if not self.selecting and corr >= self.corr_threshold and epoch < self.ctx.epochs - 1:
+            self.selecting, self.start_epoch, self.corr_at_start = True, epoch + 1, corr
         if epoch == self.ctx.epochs - 1:
-            self.ctx.log_artifact("sift_rank_corr.json", {"probe_size": len(self.probe), "exit_layer": self.exit_layer,
-                                                          "per_epoch": self.rank_corr})
+            self.ctx.log_artifact("sift.json", {"exit_layer": self.exit_layer, "head": self.head,
+                                                "probe_size": len(self.probe), "corr_threshold": self.corr_threshold,
+                                                "per_epoch": self.epochs})
 
-    def final_metrics(self) -> dict[str, float]:
-        """Metrics for the run's final record (the harness logs them where it supports the hook)."""
-        if not self.rank_corr:
+    def run_metrics(self) -> dict[str, float]:
+        if not self.epochs:
             return {}
-        return {"exit_rank_corr": self.rank_corr[-1]["spearman"], "exit_rank_corr_first": self.rank_corr[0]["spearman"]}
+        selected = [e for e in self.epochs if e["selecting"]]
+        shares = [max(e["kept_class_share"]) for e in selected if e["kept_class_share"]]
+        return {
+            "exit_rank_corr_at_start": self.corr_at_start, "exit_rank_corr_first": self.epochs[0]["exit_rank_corr"],
+            "exit_rank_corr": self.epochs[-1]["exit_rank_corr"], "exit_head_acc": self.epochs[-1]["exit_head_acc"],
+            "selection_start_epoch": float(self.start_epoch) if self.start_epoch >= 0 else math.nan,
+            "kept_class_max_share": max(shares) if shares else math.nan,
+            "active_share": len(selected) / self.ctx.epochs,
+        }
 
 
 def ranks(x: torch.Tensor) -> torch.Tensor:
@@ -186,14 +173,14 @@ def ranks(x: torch.Tensor) -> torch.Tensor:
     sv, order = x.double().sort()
     _, inv, counts = torch.unique_consecutive(sv, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts
-    out = torch.empty(len(x), dtype=torch.float64)
+    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     out[order] = (first + (counts - 1) / 2.0).double()[inv]
     return out
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman rank correlation of two 1-d tensors; 0 when either is constant."""
-    ra, rb = ranks(a.cpu()), ranks(b.cpu())
+    ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = float(ra.norm() * rb.norm())
     return float((ra * rb).sum()) / den if den > 0 else 0.0

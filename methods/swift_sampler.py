@@ -39,6 +39,9 @@ Steps
    `sampler_path` loads such a JSON and skips the BO search (the paper's transfer
    result); the shared start and the feature pass still run, on this run's model.
 
+The search runs when the first sampled epoch draws its samples (epoch 0, or the first
+epoch after the shared start with `final="continue"`).
+
 Search accounting: everything in steps 1-5 of the scratch mode (the shared start's
 training, the feature pass, GP fits, acquisition optimisation and trials) runs inside
 `ctx.search()`, so its time is search time (in end-to-end time, not train time), and
@@ -69,8 +72,11 @@ Our choices (left open by the paper or by the harness budget)
 - Trials and the final epochs share the keep ratio; each trial's optimizer and LR
   schedule are the harness's (fresh, planned for the trial's steps).
 - BoTorch draws from torch's global RNG: every BO step runs inside
-  torch.random.fork_rng seeded from ctx.generator, so the search is reproducible
-  and the global RNG the harness checkpoints is untouched.
+  torch.random.fork_rng seeded from a CPU generator seeded from ctx.generator, so the
+  search is reproducible and the global RNG the harness checkpoints is untouched.
+
+Host syncs: none per step (the draw runs on ctx.device); the search reads its trials'
+accuracies and GP on the host, as search work.
 """
 from __future__ import annotations
 
@@ -83,7 +89,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, Method, register
+from bench.method import Batch, Method, Param, register
 
 FEATURES = ("loss", "renormed_entropy")
 SEGMENTS = 4
@@ -157,8 +163,9 @@ def sampler_probs(t: torch.Tensor, knots, combine: str = "product") -> torch.Ten
 
 
 def draw(probs: torch.Tensor, k: int, replacement: bool, generator: torch.Generator) -> torch.Tensor:
-    """k indices drawn by probs (CPU int64)."""
-    p = probs.double().cpu()
+    """k indices drawn by probs, on the generator's device. Without replacement, a 1e-12 floor keeps
+    the draw possible when fewer than k samples have weight (checking costs a host sync, once an epoch)."""
+    p = probs.double().to(generator.device)
     if not replacement and int((p > 0).sum()) < k:
         p = p + 1e-12
     return torch.multinomial(p, k, replacement=replacement, generator=generator)
@@ -252,39 +259,24 @@ def bayes_opt(objective: Callable[[torch.Tensor], float], dim: int, steps: int, 
 @register
 class SwiftSampler(Method):
     name = "swift_sampler"
+    warmup_epochs = Param(2, "[1, inf)", doc="uniform epochs of the shared start w0")
+    bo_steps = Param(40, "[1, inf)", doc="candidates evaluated in all (Sobol ones included)")
+    init_random = Param(5, "[1, inf)", doc="scrambled Sobol candidates before the GP")
+    fine_tune_epochs = Param(5, "[1, inf)", doc="epochs each candidate fine-tunes from w0")
+    transform = Param("cgf", choices=("cgf", "cdf"), doc="feature transform: cumulative gradient function, or CDF")
+    combine = Param("product", choices=("product", "mean"), doc="how the two features' values combine")
+    ucb_beta = Param(2.0, "(0, inf)", doc="UCB exploration weight")
+    sampler_path = Param(None, kind=str, doc="a saved swift_sampler.json to apply instead of searching")
+    final = Param("scratch", choices=("scratch", "continue"), doc="final training from scratch, or on from w0")
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, bo_steps: int = 40, init_random: int = 5,
-                 fine_tune_epochs: int = 5, transform: str = "cgf", combine: str = "product", ucb_beta: float = 2.0,
-                 sampler_path: str | None = None, final: str = "scratch"):
-        super().__init__(drop)
-        if final not in ("scratch", "continue"):
-            raise ValueError(f"final must be 'scratch' or 'continue', got {final!r}")
-        self.final = final
-        if int(warmup_epochs) < 1:
-            raise ValueError(f"warmup_epochs must be at least 1 (the shared start), got {warmup_epochs}")
-        if int(bo_steps) < 1 or int(init_random) < 1:
-            raise ValueError(f"bo_steps and init_random must be at least 1, got {bo_steps}, {init_random}")
-        if int(fine_tune_epochs) < 1:
-            raise ValueError(f"fine_tune_epochs must be at least 1, got {fine_tune_epochs}")
-        if transform not in ("cgf", "cdf"):
-            raise ValueError(f"transform must be 'cgf' or 'cdf', got {transform!r}")
-        if combine not in ("product", "mean"):
-            raise ValueError(f"combine must be 'product' or 'mean', got {combine!r}")
-        if sampler_path is not None and not Path(sampler_path).is_file():
-            raise ValueError(f"sampler_path {sampler_path} is not a file "
+    def __init__(self, drop: float = 0.0, **params):
+        super().__init__(drop, **params)
+        if self.sampler_path is not None and not Path(self.sampler_path).is_file():
+            raise ValueError(f"sampler_path {self.sampler_path} is not a file "
                              "(give the swift_sampler.json artifact of an earlier run)")
-        self.warmup_epochs = int(warmup_epochs)
-        self.bo_steps = int(bo_steps)
-        self.init_random = int(init_random)
-        self.fine_tune_epochs = int(fine_tune_epochs)
-        self.transform = transform
-        self.combine = combine
-        self.ucb_beta = float(ucb_beta)
-        self.sampler_path = sampler_path
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        self.probs: torch.Tensor | None = None  # the final sampler's probabilities (CPU, N)
+    def setup(self) -> None:
+        self.probs: torch.Tensor | None = None  # the final sampler's probabilities (N, on ctx.device)
         self.sampler: dict | None = None  # what was logged
 
     def refuse(self, epochs: int) -> str | None:
@@ -297,26 +289,16 @@ class SwiftSampler(Method):
         """Whether this epoch of the main run draws by the sampler."""
         return self.final == "scratch" or epoch >= self.warmup_epochs
 
-    def kept(self) -> int:
-        return self.keep_count
-
     def epoch_size(self, epoch: int) -> int:
-        return self.kept() if self._sampled(epoch) else self.ctx.n_train
+        return self.keep_count if self._sampled(epoch) else self.ctx.n_train
 
     def epoch_indices(self, epoch: int) -> Batch:
         if not self._sampled(epoch):
-            return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
-        return Batch(draw(self.probs, self.kept(), self.drop == 0, self.ctx.generator))
-
-    def start_epoch(self, epoch: int) -> None:
-        if self.probs is not None:
-            return
-        if self.final == "scratch" and epoch == 0:
-            with self.ctx.search():  # shared start, scoring, GP fits and trials: all search cost
-                self._from_shared_start()
-        elif self.final == "continue" and epoch == self.warmup_epochs:
+            return Batch(self.randperm(self.ctx.n_train))
+        if self.probs is None:  # the first sampled epoch: search first (all of it search work)
             with self.ctx.search():
-                self.learn()
+                self._from_shared_start() if self.final == "scratch" else self.learn()
+        return Batch(draw(self.probs, self.keep_count, self.drop == 0, self.ctx.generator))
 
     def _from_shared_start(self) -> None:
         """Train w0 on a copy, search from it, then put the initial weights back for the final training."""
@@ -333,8 +315,7 @@ class SwiftSampler(Method):
     # -- the search
 
     def transformed_features(self, transform: str) -> torch.Tensor:
-        n = self.ctx.n_train
-        sc = self.ctx.score(torch.arange(n))
+        sc = self.ctx.score(torch.arange(self.ctx.n_train, device=self.ctx.device))
         feats, grad_norm = sample_features(sc.logits, sc.losses, self.ctx.labels)
         return transform_features(feats, grad_norm, transform)
 
@@ -345,16 +326,18 @@ class SwiftSampler(Method):
             t = self.transformed_features(transform)
             knots = torch.tensor(saved["knots"], dtype=torch.float64)
             self.sampler = {**saved, "loaded_from": str(self.sampler_path)}
-            self.probs = sampler_probs(t, knots, combine)
+            self.probs = sampler_probs(t, knots, combine).to(self.ctx.device)
             return
         t = self.transformed_features(self.transform)
 
         def objective(x: torch.Tensor) -> float:
-            probs = sampler_probs(t, x.reshape(len(FEATURES), KNOTS), self.combine)
+            probs = sampler_probs(t, x.reshape(len(FEATURES), KNOTS), self.combine).to(self.ctx.device)
             return self.ctx.trial(_SamplerTrial(self.drop, probs), epochs=self.fine_tune_epochs)
 
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.ctx.generator,
+                                                              device=self.ctx.device)))
         best_x, best_y, history = bayes_opt(objective, len(FEATURES) * KNOTS, self.bo_steps, self.init_random,
-                                            self.ctx.generator, beta=self.ucb_beta)
+                                            gen, beta=self.ucb_beta)
         knots = best_x.reshape(len(FEATURES), KNOTS)
         self.sampler = {
             "knots": knots.tolist(), "features": list(FEATURES), "segments": SEGMENTS, "transform": self.transform,
@@ -363,5 +346,5 @@ class SwiftSampler(Method):
             "final": self.final,
             "keep": self.keep, "history": [{"knots": x, "val_acc": y} for x, y in history],
         }
-        self.probs = sampler_probs(t, knots, self.combine)
+        self.probs = sampler_probs(t, knots, self.combine).to(self.ctx.device)
         self.ctx.log_artifact("swift_sampler.json", self.sampler)

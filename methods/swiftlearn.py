@@ -24,8 +24,7 @@ Steps
    data (counted as selection forwards) gives fresh logits;
    the MSE against each sample's last known logits is the new importance and the
    subset is reselected, so dropped samples can return. Scoring passes and subset
-   choices run in `epoch_indices` (the selection stage: they pick the epoch's
-   samples), once per epoch.
+   choices run in `epoch_indices`, once per epoch.
 7. A cell with epochs <= warmup_epochs (nothing is ever dropped) or drop 0 is
    refused (`refuse`).
 8. `scoring="eval"` (option; default "train", the paper's training-pass logits):
@@ -42,34 +41,36 @@ Our choices (left open by the paper)
   training forward of a kept sample or from the previous re-evaluation pass
   (training forwards are stored after warm-up only when re-evaluation is on).
 - Logit buffers are float32 on the training device (N x C).
+
+Host syncs: none (the subset is chosen and drawn on ctx.device).
 """
 from __future__ import annotations
 
 import torch
 
-from bench.method import Batch, Method, register
+from bench.method import Batch, Method, Param, register
 
 
 def standardised_probs(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     """softmax(standardised scores / temperature), float64 on the scores' device."""
     s = scores.double()
     std = s.std() if s.numel() > 1 else s.new_tensor(0.0)
-    z = (s - s.mean()) / std if std > 0 else torch.zeros_like(s)
+    z = torch.where(std > 0, (s - s.mean()) / std, torch.zeros_like(s))
     return torch.softmax(z / temperature, dim=0)
 
 
 def choose_subset(scores: torch.Tensor, k: int, temperature: float, selection: str,
                   generator: torch.Generator) -> torch.Tensor:
-    """k sample indices (CPU int64, sorted): by importance sampling without replacement, or top-k."""
+    """k sample indices (int64, sorted, on the scores' device): importance sampling without
+    replacement, or top-k."""
     n = scores.numel()
     k = max(0, min(int(k), n))
     if k == n:
-        return torch.arange(n)
+        return torch.arange(n, device=scores.device)
     if selection == "topk":
-        idx = torch.topk(scores.double().cpu(), k).indices
+        idx = torch.topk(scores.double(), k).indices
     else:
-        probs = standardised_probs(scores.cpu(), temperature)
-        idx = torch.multinomial(probs, k, replacement=False, generator=generator)
+        idx = torch.multinomial(standardised_probs(scores, temperature), k, replacement=False, generator=generator)
     return idx.sort().values
 
 
@@ -81,107 +82,68 @@ def logit_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @register
 class SwiftLearn(Method):
     name = "swiftlearn"
+    warmup_epochs = Param(2, "[2, inf)", doc="full epochs before selecting (importance compares the last two)")
+    temperature = Param(1.0, "(0, inf)", doc="softmax temperature on the standardised scores")
+    selection = Param("sample", choices=("sample", "topk"), doc="draw by the probabilities, or keep the top ones")
+    reevaluate_every = Param(0, "[0, inf)", doc="re-score all data and reselect every this many epochs (0: never)")
+    scoring = Param("train", choices=("train", "eval"), doc="logits of the training passes, or eval-mode scoring passes")
 
-    def __init__(self, drop: float = 0.0, warmup_epochs: int = 2, temperature: float = 1.0,
-                 selection: str = "sample", reevaluate_every: int = 0, scoring: str = "train"):
-        super().__init__(drop)
-        if int(warmup_epochs) < 2:
-            raise ValueError(f"warmup_epochs must be at least 2 (importance compares two epochs), got {warmup_epochs}")
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if selection not in ("sample", "topk"):
-            raise ValueError(f"selection must be 'sample' or 'topk', got {selection!r}")
-        if int(reevaluate_every) < 0:
-            raise ValueError(f"reevaluate_every must be >= 0 (0 = never), got {reevaluate_every}")
-        if scoring not in ("train", "eval"):
-            raise ValueError(f"scoring must be 'train' or 'eval', got {scoring!r}")
-        self.scoring = scoring
-        self.warmup_epochs = int(warmup_epochs)
-        self.temperature = float(temperature)
-        self.selection = selection
-        self.reevaluate_every = int(reevaluate_every)
-
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        self.epoch = 0
+    def setup(self) -> None:
         self.last_logits: torch.Tensor | None = None  # N, C: each sample's most recent logits
         self.importance: torch.Tensor | None = None  # N
-        self.subset: torch.Tensor | None = None  # kept indices (CPU)
+        self.subset: torch.Tensor | None = None  # kept indices
         self.reevaluations = 0
-        self.prepared_epoch = -1  # the last epoch whose scoring passes and subset choice ran
 
     def refuse(self, epochs: int) -> str | None:
         if self.drop == 0:
             return "swiftlearn at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
         return self.refuse_warmup(epochs, self.warmup_epochs)
 
-    # -- planning
-
-    def kept(self) -> int:
-        return self.keep_count
-
     def _selective(self, epoch: int) -> bool:
         return epoch >= self.warmup_epochs and self.ctx.epochs > self.warmup_epochs
 
     def epoch_size(self, epoch: int) -> int:
-        return self.kept() if self._selective(epoch) else self.ctx.n_train
+        return self.keep_count if self._selective(epoch) else self.ctx.n_train
 
-    # -- hooks
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _prepare(self, epoch: int) -> None:
-        """The epoch's scoring passes and subset choice: they pick samples, so they run when the
-        epoch's order is drawn (the selection stage), once per epoch."""
+    def epoch_indices(self, epoch: int) -> Batch:
+        """The epoch's scoring passes and subset choice (they pick its samples), then its order."""
         if self.scoring == "eval" and self.warmup_epochs - 1 <= epoch <= self.warmup_epochs:
             # eval-mode logits at the end of the last two warm-up epochs (= the start of the next epoch)
-            logits = self.ctx.score(torch.arange(self.ctx.n_train)).logits.float()
+            logits = self.ctx.score(torch.arange(self.ctx.n_train, device=self.ctx.device)).logits.float()
             if epoch == self.warmup_epochs:
                 self.importance = logit_mse(logits, self.last_logits)
             self.last_logits = logits
         if not self._selective(epoch):
-            return
+            return Batch(self.randperm(self.ctx.n_train))
         if epoch == self.warmup_epochs:
             self._select()
         elif self.reevaluate_every and (epoch - self.warmup_epochs) % self.reevaluate_every == 0:
             self._reevaluate()
+        return Batch(self.subset[self.randperm(len(self.subset))])
 
     def _select(self) -> None:
-        self.subset = choose_subset(self.importance, self.kept(), self.temperature, self.selection, self.ctx.generator)
+        self.subset = choose_subset(self.importance, self.keep_count, self.temperature, self.selection, self.ctx.generator)
         if not self.reevaluate_every:
             self.last_logits = None  # no longer needed
 
     def _reevaluate(self) -> None:
-        n = self.ctx.n_train
-        logits = self.ctx.score(torch.arange(n)).logits
-        self.importance = logit_mse(logits, self.last_logits.to(logits.device))
-        self.last_logits = logits.float().to(self.last_logits.device)
+        logits = self.ctx.score(torch.arange(self.ctx.n_train, device=self.ctx.device)).logits
+        self.importance = logit_mse(logits, self.last_logits)
+        self.last_logits = logits.float()
         self.reevaluations += 1
         self._select()
 
-    def epoch_indices(self, epoch: int) -> Batch:
-        if self.prepared_epoch != epoch:
-            self._prepare(epoch)
-            self.prepared_epoch = epoch
-        if not self._selective(epoch):
-            return Batch(torch.randperm(self.ctx.n_train, generator=self.ctx.generator))
-        perm = torch.randperm(len(self.subset), generator=self.ctx.generator)
-        return Batch(self.subset[perm])
-
     def observe(self, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
-        if self.ctx.epochs <= self.warmup_epochs:
-            return  # a refused cell: nothing to record
-        if self.epoch < self.warmup_epochs:
+        epoch = self.ctx.epoch
+        if epoch < self.warmup_epochs:
             if self.scoring == "eval":
                 return  # the logits come from the end-of-epoch scoring passes
-
             if self.last_logits is None:
                 self.last_logits = torch.zeros(self.ctx.n_train, logits.shape[1], device=logits.device)
                 self.importance = torch.zeros(self.ctx.n_train, device=logits.device)
-            idx = batch.indices.to(logits.device)
-            if self.epoch == self.warmup_epochs - 1:  # importance: last warm-up epoch vs the one before
+            idx = batch.indices
+            if epoch == self.warmup_epochs - 1:  # importance: last warm-up epoch vs the one before
                 self.importance[idx] = logit_mse(logits, self.last_logits[idx])
             self.last_logits[idx] = logits.float()
         elif self.reevaluate_every and self.last_logits is not None:
-            self.last_logits[batch.indices.to(self.last_logits.device)] = logits.float()
+            self.last_logits[batch.indices] = logits.float()

@@ -3,45 +3,42 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.registry import METHODS
-from test_baseline_psgd import feed, inclusion, make
+from fakes import make
+from test_baseline_psgd import draws, run, two_groups
 
 
 def test_csgd_prefers_samples_near_the_threshold():
-    m = make("csgd", drop=0.7, n=900)
     p = torch.tensor([0.05, 0.5, 0.95]).repeat_interleave(300)
-    feed(m, p)
-    inc = inclusion(m)
-    low, mid, high = (float(inc[i * 300:(i + 1) * 300].mean()) for i in range(3))
-    assert mid > 1.5 * low and mid > 1.5 * high
-    assert low == pytest.approx(high, abs=0.05)  # p(1 - p) is symmetric
-    probs = m.probabilities()
+    rec = run("csgd", p=p, drop=0.7, n=900, epochs=41)
+    c = draws(rec, 1, n=900)
+    low, mid, high = (float(c[i * 300:(i + 1) * 300].sum()) for i in range(3))
+    assert low == pytest.approx(high, rel=0.1)  # p(1 - p) is symmetric
+    # with replacement, draws are proportional to p(1 - p) + eps * mean p(1 - p)
     eps = 0.2 * float((p * (1 - p)).mean())
-    assert float(probs[300] / probs[0]) == pytest.approx((0.25 + eps) / (0.0475 + eps), rel=1e-5)
+    assert mid / low == pytest.approx((0.25 + eps) / (0.0475 + eps), rel=0.06)
 
 
 def test_csgd_and_psgd_disagree_on_the_hardest_samples():
-    p = torch.tensor([0.05, 0.5]).repeat_interleave(500)
-    c, ps = make("csgd", drop=0.5), make("psgd", drop=0.5)
-    feed(c, p)
-    feed(ps, p)
-    assert float(c.probabilities()[0]) < float(c.probabilities()[999])
-    assert float(ps.probabilities()[0]) > float(ps.probabilities()[999])
+    p = two_groups(0.05, 0.5)
+    c, ps = (draws(run(name, p=p, epochs=5), 1) for name in ("csgd", "psgd"))
+    assert c[:500].sum() < 0.5 * c[500:].sum()
+    assert ps[:500].sum() > 1.2 * ps[500:].sum()
 
 
 def test_variance_variant_prefers_fluctuating_predictions():
-    m = make("csgd", drop=0.5, uncertainty="variance")
-    probs = m.probabilities()
-    assert torch.allclose(probs, probs[0])  # no variance known yet: uniform
-    steady = torch.full((1000,), 0.5)
-    swing = torch.where(torch.arange(1000) < 500, torch.tensor(0.1), torch.tensor(0.5))
-    feed(m, steady)
-    feed(m, torch.where(torch.arange(1000) < 500, torch.tensor(0.9), torch.tensor(0.5)))
-    feed(m, swing)
-    inc = inclusion(m)
-    assert float(inc[:500].mean()) > 2 * float(inc[500:].mean())
+    # after a single visit no sample has a variance yet: the draw is uniform although p differs
+    rec = run("csgd", p=two_groups(0.1, 0.5), epochs=11, params={"uncertainty": "variance"})
+    c = draws(rec, 1)
+    assert float(c[:500].sum() / c.sum()) == pytest.approx(0.5, abs=0.03)
+    # three full epochs: the first half swings 0.1, 0.9, 0.1, the second half stays at 0.5 (variance 0)
+    seq = [two_groups(0.1, 0.5), two_groups(0.9, 0.5), two_groups(0.1, 0.5)]
+    params = {"uncertainty": "variance", "warmup_epochs": 3}
+    c = draws(run("csgd", p=lambda e: seq[min(e, 2)], epochs=5, params=params), 3)
+    assert c[:500].sum() > 5 * c[500:].sum()
+    c = draws(run("csgd", p=lambda e: seq[min(e, 2)], epochs=5, params={**params, "epsilon": 0.0}), 3)
+    assert c[500:].sum() == 0 and c.sum() == 2 * 500  # epsilon 0: a steady prediction is never drawn
 
 
 def test_unknown_uncertainty_is_refused():
-    with pytest.raises(BenchError):
-        METHODS.get("csgd").build(0.5, {"uncertainty": "entropy"})
+    with pytest.raises(BenchError, match="uncertainty"):
+        make("csgd", 0.5, uncertainty="entropy")

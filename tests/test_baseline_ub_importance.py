@@ -6,126 +6,102 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ub_importance import gradient_bound, variance_reduction
-from bench.method import Scores
-from bench.registry import METHODS
+from fakes import drive
 
-C = 5
-
-
-class FakeCtx:
-    """Fixed logits per sample (so fixed losses and bounds); score calls are recorded."""
-
-    def __init__(self, n=2000, batch_size=32, drop=0.5, uniform=False, seed=0):
-        self.n_train, self.num_classes, self.epochs, self.batch_size, self.drop = n, C, 3, batch_size, drop
-        g = torch.Generator().manual_seed(seed + 1)
-        self.labels = torch.randint(0, C, (n,), generator=g)
-        self.logits = torch.zeros(n, C) if uniform else 3 * torch.randn(n, C, generator=g)
-        self.losses = F.cross_entropy(self.logits, self.labels, reduction="none")
-        self.generator = torch.Generator().manual_seed(seed)
-        self.device = torch.device("cpu")
-        self.calls = []
-
-    def score(self, indices):
-        self.calls.append(indices.clone())
-        return Scores(self.logits[indices].clone(), self.losses[indices].clone())
+C, N, B = 5, 2000, 32
 
 
-def make(drop=0.5, ctx=None, **params):
-    m = METHODS.get("ub_importance").build(drop, params)
-    m.setup(ctx or FakeCtx(drop=drop))
-    return m
+def table(kind="random", seed=0):
+    """Labels, fixed logits and their losses: random logits, all-equal ones, or nearly all confident."""
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.randint(0, C, (N,), generator=g)
+    if kind == "random":
+        logits = 3 * torch.randn(N, C, generator=g)
+    elif kind == "uniform":
+        logits = torch.zeros(N, C)
+    else:  # all nearly perfect, but 5% at chance
+        logits = torch.full((N, C), -10.0)
+        logits[torch.arange(N), labels] = 10.0
+        logits[:100] = 0.0
+    return labels, logits, F.cross_entropy(logits, labels, reduction="none")
+
+
+def ub(epochs=1, drop=0.5, kind="random", params=None, seed=0):
+    labels, logits, losses = table(kind)
+    rec = drive("ub_importance", epochs=epochs, drop=drop, params=params, n=N, num_classes=C, batch_size=B,
+                labels=labels, logits=logits, losses=losses, seed=seed)
+    return rec, gradient_bound(logits, labels).double(), losses.double()
 
 
 def test_bound_is_the_logit_gradient_norm():
-    z = torch.randn(16, C, requires_grad=True)
-    y = torch.randint(0, C, (16,))
+    z = torch.randn(16, C, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, C, (16,), generator=torch.Generator().manual_seed(1))
     F.cross_entropy(z, y, reduction="sum").backward()
     assert torch.allclose(gradient_bound(z.detach(), y), z.grad.norm(dim=1), atol=1e-6)
 
 
-def test_probabilities_are_proportional_to_the_bound():
-    m = make(tau_th=0)
-    ctx = m.ctx
-    b = m.sample(32)
-    pre = ctx.calls[-1]
-    assert len(pre) == 3 * 32 == m.big
-    # one fixed presample of distinct samples: each draw's weight gives back its probability
-    pre = torch.randperm(2000, generator=torch.Generator().manual_seed(9))[:96]
-    g = gradient_bound(ctx.logits[pre], ctx.labels[pre]).double()
-    target = g / g.sum()
-    pos = {int(i): j for j, i in enumerate(pre)}
-    counts = torch.zeros(96, dtype=torch.float64)
-    for _ in range(250):
-        b = m.draw(pre, 32)
-        j = torch.tensor([pos[int(i)] for i in b.indices])
-        assert torch.allclose(1.0 / (96 * b.weights.double()), target[j], rtol=1e-5)  # w = 1 / (B p)
-        counts.index_add_(0, j, torch.ones(len(j), dtype=torch.float64))
-    freq = counts / counts.sum()
-    assert float((freq - target).abs().sum()) < 0.1  # total variation of 8,000 draws
-    assert float(target.max() / target.min()) > 5  # the test is not trivially uniform
+def test_draws_are_proportional_to_the_bound_with_weights_one_over_B_p():
+    rec, g, _ = ub(epochs=20, params={"tau_th": 0})
+    batches = [b for ep in rec.epochs for b in ep.batches]
+    assert all(b.weights is not None for b in batches)
+    for b in batches:  # p_i = g_i / sum_presample g, w_i = 1 / (B' p_i): w_i g_i = the presample's mean g
+        wg = b.weights.double() * g[b.indices]
+        assert torch.allclose(wg, wg[0].expand_as(wg), rtol=1e-5)
+        assert 0.2 < float(wg[0]) < 1.4  # a mean bound of 96 samples
+    # over many steps a sample is drawn in proportion to its bound: compare deciles of the bound
+    counts = torch.bincount(torch.cat([b.indices for b in batches]), minlength=N).double()
+    decile = torch.bucketize(g, g.quantile(torch.linspace(0, 1, 11, dtype=torch.float64)[1:-1]))
+    drawn = torch.zeros(10, dtype=torch.float64).index_add_(0, decile, counts)
+    mass = torch.zeros(10, dtype=torch.float64).index_add_(0, decile, g)
+    assert float((drawn / drawn.sum() - mass / mass.sum()).abs().sum()) < 0.05
+    assert float(mass.max() / mass.min()) > 5  # the test is not trivially uniform
 
 
-def test_weighted_mean_loss_is_unbiased_for_the_presample_mean():
-    m = make(tau_th=0)
-    ctx = m.ctx
-    diffs, plain = [], []
-    for _ in range(1000):
-        b = m.sample(32)
-        pre_mean = float(ctx.losses[ctx.calls[-1]].mean())
-        l = ctx.losses[b.indices]
-        diffs.append(float((b.weights * l).mean()) - pre_mean)  # what Trainer.step minimises
-        plain.append(float(l.mean()) - pre_mean)
-    d = torch.tensor(diffs, dtype=torch.float64)
+def test_weighted_mean_loss_is_unbiased_for_the_full_mean():
+    rec, _, losses = ub(epochs=20, params={"tau_th": 0})
+    full = float(losses.mean())
+    batches = [b for ep in rec.epochs for b in ep.batches if len(b) == B]
+    d = torch.tensor([float((b.weights.double() * losses[b.indices]).mean()) - full for b in batches])
     se = float(d.std()) / math.sqrt(len(d))
-    assert abs(float(d.mean())) < 4 * se and se > 0
-    # without the weights the estimate is clearly biased towards the large losses
-    assert float(torch.tensor(plain).mean()) > 10 * se
+    assert abs(float(d.mean())) < 4 * se and se > 0  # what the engine's weighted step minimises
+    plain = torch.tensor([float(losses[b.indices].mean()) - full for b in batches])
+    assert float(plain.mean()) > 10 * se  # without the weights: clearly biased towards the large losses
 
 
 def test_steps_batches_and_counted_scoring():
-    m = make(drop=0.5, tau_th=0)
-    batches = list(m.batches(0))
-    assert len(batches) == math.ceil(1000 / 32) == m.steps_in_epoch(0)
-    assert [len(b) for b in batches] == [32] * 31 + [1000 - 31 * 32]
-    assert sum(len(c) for c in m.ctx.calls) == 96 * len(batches)  # B = 3b scored per step
-    assert all(b.weights is not None for b in batches)
+    rec, _, _ = ub(params={"tau_th": 0})
+    ep = rec.epochs[0]
+    assert ep.planned == 1000 and len(ep.batches) == math.ceil(1000 / B)
+    assert ep.sizes == [B] * 31 + [1000 - 31 * B]
+    assert rec.counts.selection_forwards == 3 * B * len(ep.batches)  # B' = 3b scored per step
+    assert rec.counts.backwards == 1000 and rec.metrics["active_share"] == 1.0
 
 
 def test_uniform_until_the_variance_reduction_passes_tau():
-    ctx = FakeCtx(uniform=True)  # equal bounds: variance reduction 1 < tau_th = 2
-    m = make(drop=0.5, ctx=ctx)
-    assert m.threshold == pytest.approx(2.0)
-    for b in m.batches(0):
-        assert b.weights is None
-        m.observe(b, ctx.logits[b.indices], ctx.losses[b.indices])
-    assert ctx.calls == [] and m.vr < m.threshold and 1 - 0.9**32 == pytest.approx(m.vr, abs=0.01)
-    idx = torch.cat([b.indices for b in m.batches(1)])
-    assert len(set(idx.tolist())) == len(idx) == 1000
-    # a very skewed bound switches importance sampling on after a few steps
-    skew = FakeCtx(seed=3)
-    skew.logits = torch.full((2000, C), -10.0)
-    skew.logits[torch.arange(2000), skew.labels] = 10.0  # all nearly perfect...
-    skew.logits[:100, :] = 0.0  # ...but 5% at chance
-    m2 = make(drop=0.5, ctx=skew)
-    kinds = []
-    for b in m2.batches(0):
-        kinds.append(b.weights is not None)
-        m2.observe(b, skew.logits[b.indices], torch.zeros(len(b)))
+    rec, _, _ = ub(epochs=2, kind="uniform")  # equal bounds: variance reduction 1 < tau_th = (3b + 3b) / 3b = 2
+    for ep in rec.epochs:
+        assert all(b.weights is None for b in ep.batches)
+        assert ep.samples == 1000 and len(torch.unique(ep.indices)) == 1000  # the epoch's order, no repeats
+    assert rec.counts.selection_forwards == 0 and rec.metrics["active_share"] == 0.0
+    # a very skewed bound switches importance sampling on after a few uniform steps
+    skew, _, _ = ub(kind="skewed")
+    kinds = [b.weights is not None for b in skew.epochs[0].batches]
     assert not kinds[0] and kinds[-1]
+    share = skew.metrics["active_share"]
+    assert 0 < share < 1 and share == pytest.approx(sum(kinds) / len(kinds))
+    assert skew.counts.selection_forwards == 3 * B * sum(kinds)  # only importance steps score a presample
 
 
 def test_variance_reduction_formula():
-    assert variance_reduction(torch.ones(10)) == pytest.approx(1.0)
+    assert float(variance_reduction(torch.ones(10))) == pytest.approx(1.0)
     g = torch.zeros(10)
     g[0] = 1
-    assert variance_reduction(g) == pytest.approx(math.sqrt(10))
+    assert float(variance_reduction(g)) == pytest.approx(math.sqrt(10))
 
 
 def test_active_share_is_zero_when_the_switch_never_turns_on():
-    m = make(0.5, ctx=FakeCtx(uniform=True), tau_th=1e9)
-    for b in m.batches(0):
-        m.observe(b, m.ctx.logits[b.indices], m.ctx.losses[b.indices])
-    assert m.active_share() == 0.0 and m.uniform_steps > 0
-    on = make(0.5, tau_th=0)
-    list(on.batches(0))
-    assert on.active_share() == 1.0
+    rec, _, _ = ub(kind="skewed", params={"tau_th": 1e9})
+    assert rec.metrics["active_share"] == 0.0 and rec.counts.selection_forwards == 0
+    assert all(b.weights is None for b in rec.epochs[0].batches)
+    on, _, _ = ub(kind="uniform", params={"tau_th": 0})
+    assert on.metrics["active_share"] == 1.0

@@ -25,6 +25,7 @@ import re
 import statistics
 from pathlib import Path
 
+from bench.device import cpu_model
 from bench.errors import BenchError
 from bench.paths import results_dir
 from bench.regress.measure import ROUNDS
@@ -40,7 +41,7 @@ DEFAULT_TOLERANCES: dict = {
     "acc_delta_points": {"drop_points": 3.0, "other_cpu_points": 6.0,
                          "doc": "100 x (final test acc - uniform's); fails when now < baseline - drop_points "
                                 "(other_cpu_points against another CPU model's baseline)"},
-    "train_cost": {"floor": 0.04, "doc": "CPU time of steps + selection + bookkeeping + search over CPU time of steps, "
+    "train_cost": {"floor": 0.04, "doc": "CPU time of steps + method + search over CPU time of steps, "
                                          "same run, median over rounds; fails when now > baseline x (1 + rel_rise)"},
     "speedup": {"floor": 0.05, "doc": "uniform's CPU cost (runs either side) over the method's, evaluation left out, "
                                       "median over rounds; fails when now < baseline x (1 - rel_drop)"},
@@ -178,16 +179,6 @@ def rules_of(baseline: dict | None) -> dict:
                 rules[metric].setdefault(key, value)
     rules["per_method"] = {}
     return rules
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)"
 
 
 def write_baseline(path: Path, baseline: dict) -> None:

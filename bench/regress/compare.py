@@ -4,7 +4,7 @@ Per method:
 - backward_fraction and total_steps: realized work, exact. A change in either direction
   is a change in behaviour.
 - train_cost: fails when it rose by more than the method's rel_rise. A method whose own
-  code (selection, bookkeeping, search) got slower fails here; the rise is the slowdown
+  code (its hooks, its search) got slower fails here; the rise is the slowdown
   of its training, steps included.
 - speedup: fails when it fell by more than the method's rel_drop. Catches what train_cost
   cannot: steps that got dearer for this method only.

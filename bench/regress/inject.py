@@ -17,7 +17,7 @@ def burn(seconds: float) -> None:
 
 @contextlib.contextmanager
 def inject_cpu_work(method: str, seconds_per_step: float) -> Iterator[None]:
-    """Inside, every `observe` of `method` (once per training step, charged as bookkeeping)
+    """Inside, every `observe` of `method` (once per training step, timed as its method stage)
     first burns `seconds_per_step` of CPU time."""
     from bench.registry import METHODS
 

@@ -3,7 +3,7 @@ between two runs of its uniform reference (A B A B ... A), in CPU time with one 
 thread, into a temporary store.
 
 Per method and round two numbers, each from runs side by side:
-- train_cost: the run's CPU time of steps + selection + bookkeeping + search over its CPU
+- train_cost: the run's CPU time of steps + method + search over its CPU
   time of steps (runs.Run.train_cost). Both halves come from the same run, so how fast the
   machine is at that moment cancels; what is left is the method's own work per unit of step.
 - speedup: the mean cost of the two uniform runs around it over the method's cost
@@ -59,7 +59,7 @@ def measure(suite: Suite, rounds: int = ROUNDS, log: Callable[..., None] = print
 def _measure(suite: Suite, rounds: int, log, only, workdir) -> dict:
     import torch
 
-    from bench.engine import hardware_name, pick_device
+    from bench.device import hardware_name, pick_device
 
     t_start = time.perf_counter()
     all_cells = [c.replace(progress=False) for c in suite.cells()]

@@ -15,7 +15,7 @@ from bench.errors import BenchError
 from bench.timing import STAGES
 
 STEP_STAGES = ("data", "forward", "backward", "optimizer")  # the training step: the same code for every method
-METHOD_STAGES = ("selection", "bookkeeping", "search")  # where a method's own code runs
+METHOD_STAGES = ("method", "search")  # where a method's own code runs
 COST_STAGES = tuple(s for s in STAGES if s != "evaluation") + ("other",)  # what training (search included) costs
 assert set(STEP_STAGES + METHOD_STAGES) <= set(STAGES), "bench.timing.STAGES renamed: update bench/regress/runs.py"
 

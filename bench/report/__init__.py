@@ -5,9 +5,9 @@
     render(summary, highlight) the markdown table as text; `highlight` marks one method's rows
     write(suite, out_dir)      results/<suite>/summary.md, summary.csv, runs.csv and the PLOTS
 
-By job: store (MLflow -> DataFrame), stats (bootstrap, seed pairs, time to target),
-metrics + columns (every summary column, defined once), summary (rows), table
-(markdown, csv), plots. A new column is one `register_metric(Metric(...))` in
+By job: store (MLflow -> DataFrame), stats (t intervals, seed pairs, Holm, time to target),
+metrics + columns (every summary column, defined once), summary (rows), verdicts (each
+row against its controls, the frontier), table (markdown, csv), plots. A new column is one `register_metric(Metric(...))` in
 columns.py; a new plot is one `@register_plot` function in plots.py.
 
 Paper figures file (the suite's `paper:` entry, a YAML path relative to results/):
@@ -34,15 +34,22 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.paths import results_dir
 from bench.report import columns as _columns  # noqa: F401  (fills METRICS)
-from bench.report.metrics import METRICS, Metric, final_metrics, register_metric, summary_columns
+from bench.report.metrics import METRICS, Metric, register_metric, run_metric_names, summary_columns
 from bench.report.plots import PLOTS, register_plot
-from bench.report.stats import bootstrap_ci, paired_speedup, time_to_target
+from bench.report.stats import t_interval, time_to_target
 from bench.report.store import HISTORY_COLUMNS, collect, diverged
-from bench.report.summary import GROUP, summary
+from bench.report.summary import GROUP
+from bench.report.summary import summary as _summary
 from bench.report.table import markdown, render, write_csv
+from bench.report.verdicts import add_verdicts
 
-__all__ = ["collect", "summary", "render", "write", "bootstrap_ci", "paired_speedup", "time_to_target", "METRICS",
-           "Metric", "register_metric", "PLOTS", "register_plot", "final_metrics", "summary_columns", "GROUP"]
+__all__ = ["collect", "summary", "render", "write", "t_interval", "time_to_target", "METRICS", "Metric",
+           "register_metric", "PLOTS", "register_plot", "run_metric_names", "summary_columns", "GROUP"]
+
+
+def summary(runs, suite):
+    """The summary table (bench/report/summary.py) with each method row's verdicts (bench/report/verdicts.py)."""
+    return add_verdicts(_summary(runs, suite))
 
 
 def write(suite, out_dir: str | Path | None = None) -> Path:

@@ -7,8 +7,8 @@ import numpy as np
 
 from bench.report import stats
 from bench.report.metrics import (
-    CONTENTION, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell, mean_of, nan, notes, plain,
-    register_metric, relative_to_uniform, speedup_cell, speedup_efficiency,
+    CONTENTION, EFFICIENCY_CEILING, EFFICIENCY_FLOOR, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell,
+    mean_of, nan, notes, plain, register_metric, relative_to_uniform, speedup_cell, speedup_efficiency,
 )
 from bench.report.stats import Estimate
 
@@ -23,7 +23,7 @@ FAR_OFFSET = 2.0
 
 def _test_acc(g: Group) -> dict:
     acc = g.runs["final_test_acc"].to_numpy(dtype=float)
-    lo, hi = stats.bootstrap_ci(acc)
+    lo, hi = stats.t_interval(acc)
     return {"test_acc_mean": float(np.nanmean(acc)) if len(acc) else float("nan"),
             "test_acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
             "test_acc_ci_low": lo, "test_acc_ci_high": hi}
@@ -44,6 +44,19 @@ def _vs(g: Group, against, column: str, scale: float = 1.0, speedup: bool = Fals
     if speedup:
         return stats.speedup_estimate(against, g.runs, column)
     return stats.difference_estimate(against, g.runs, column, scale)
+
+
+def _cost_work_ratio(g: Group) -> float:
+    """The cost control's work over this row's, in this row's measured pass costs, mean over seeds: the
+    control does training passes only, so its work is its backwards x (forward + backward)."""
+    if g.cost.empty or "work_fraction" not in g.runs:
+        return float("nan")
+    own = g.runs.set_index("seed")
+    budget = own["total_backwards"] / own["backward_fraction"]  # epochs x N
+    ctl = g.cost.groupby("seed")["total_backwards"].mean()
+    seeds = sorted(set(ctl.index) & set(own.index))
+    r = [ctl[s] / (own.loc[s, "work_fraction"] * budget[s]) for s in seeds]
+    return float(np.nanmean(r)) if r else float("nan")
 
 
 def _ttt_per_seed(runs, target: float) -> dict[int, float]:
@@ -84,8 +97,8 @@ def _ttt_speedup(name: str) -> Metric:
         if nan(target) or g.ref.empty:
             return stats.NONE
         mine, ref = _ttt_per_seed(g.runs, target), _ttt_per_seed(g.ref, target)
-        return stats.estimate([ref[s] / t for s, t in mine.items()
-                               if s in ref and not nan(ref[s]) and not nan(t) and t > 0])
+        return stats.ratio_estimate([ref[s] / t for s, t in mine.items()
+                                     if s in ref and not nan(ref[s]) and not nan(t) and t > 0])
 
     col = f"ttt_{name}_speedup"
     return Metric(col, f"{name} target speedup",
@@ -118,6 +131,7 @@ def _faithful(g: Group) -> bool:
 def method_faithfulness(method: str, runs) -> tuple[bool, str]:
     """(faithful, caveat) of the method as built with this row's parameters; the class's when it
     no longer builds, (True, "") when it is no longer registered (its runs still count)."""
+    from bench import hooks
     from bench.errors import BenchError
     from bench.registry import METHODS
 
@@ -127,7 +141,7 @@ def method_faithfulness(method: str, runs) -> tuple[bool, str]:
     obj = cls
     try:
         r = runs.iloc[0]
-        obj = cls.build(float(r["drop"]), json.loads(r["params"]))
+        obj = hooks.build(cls, float(r["drop"]), json.loads(r["params"]))
     except (BenchError, KeyError, IndexError, ValueError, TypeError):
         pass
     return bool(getattr(obj, "faithful", True)), str(getattr(obj, "caveat", "") or "")
@@ -137,30 +151,40 @@ for m in [
     Metric("n_seeds", "seeds", "seeds with a finished run (diverged ones are listed above, never counted)",
            lambda g: len(g.runs), plain("n_seeds", "d")),
     Metric("test_acc_mean", "test acc %",
-           "final test accuracy, mean ± std over seeds [95% percentile bootstrap interval of the mean, "
-           f"{stats.N_RESAMPLES} resamples]", _test_acc, _test_acc_cell, reads=("final_test_acc", "final_val_acc"),
+           f"final test accuracy, mean ± std over seeds [{stats.INTERVAL} of the mean]", _test_acc, _test_acc_cell,
+           reads=("final_test_acc", "final_val_acc", "chance_acc"),
            columns=("test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high")),
     Metric("acc_change_pts", "Δ acc vs uniform (pts)",
-           "test accuracy minus uniform's, in points, paired by seed: mean (95% bootstrap interval over seed pairs)",
+           f"test accuracy minus uniform's, in points, paired by seed: mean ({stats.INTERVAL}) k/n seeds ahead",
            lambda g: _vs(g, g.ref, "final_test_acc", 100.0), difference_cell("acc_change_pts"), interval=True),
-    Metric("acc_change_control_pts", "Δ acc vs control (pts)",
-           "test accuracy minus its matched random control's (same realized backward budget and shape), "
-           "in points, paired by seed, with its interval",
-           lambda g: _vs(g, g.control, "final_test_acc", 100.0), difference_cell("acc_change_control_pts"),
+    Metric("acc_vs_selection_pts", "Δ acc vs selection control (pts)",
+           "test accuracy minus its selection control's (a random subset replaying its realized batch plan: the "
+           "same backward count every epoch, the same steps of the same sizes), in points, paired by seed, with "
+           "its interval and k/n seeds ahead",
+           lambda g: _vs(g, g.control, "final_test_acc", 100.0), difference_cell("acc_vs_selection_pts"),
            interval=True, optional=True),
+    Metric("acc_vs_cost_pts", "Δ acc vs cost control (pts)",
+           "test accuracy minus its cost control's (a random subset given its whole cost-weighted work, "
+           "search included, in measured pass times, schedule fully decayed), paired by seed; – where the selection "
+           "control costs the same (no passes beyond training)",
+           lambda g: _vs(g, g.cost, "final_test_acc", 100.0), difference_cell("acc_vs_cost_pts"),
+           interval=True, optional=True),
+    Metric("cost_work_ratio", "cost ctl work / own",
+           "the cost control's realized work over this row's, in this row's measured pass costs (1 = equal cost)",
+           _cost_work_ratio, plain("cost_work_ratio", ".3f"), optional=True),
     Metric("train_speedup", "train speedup",
-           "uniform train seconds / this row's, paired by seed: mean (95% bootstrap interval; ~1: it contains 1). "
-           "Train time excludes search and evaluation",
+           "uniform train seconds / this row's, paired by seed: geometric mean (t interval of the log ratios; "
+           "~1: it contains 1). Train time excludes search, evaluation and set-up",
            lambda g: _vs(g, g.ref, "train_seconds", speedup=True), speedup_cell("train_speedup"),
            reads=("train_seconds",), interval=True),
     Metric("e2e_speedup", "e2e speedup",
-           "the same for end-to-end seconds (every stage: train, search, evaluation)",
+           "the same for end-to-end seconds (set-up, a frozen trunk's precompute, train, search, evaluation)",
            lambda g: _vs(g, g.ref, "e2e_seconds", speedup=True), speedup_cell("e2e_speedup"),
            reads=("e2e_seconds",), interval=True),
     Metric("speedup_efficiency", "speedup efficiency",
-           "measured train speedup / ideal speedup, ideal = 1 / train_work_fraction (training forwards + selection "
-           "and cost-weighted partial forwards + backwards weighted by their measured cost, over uniform's); "
-           "below 1: selection overhead, small batches or fixed costs eat the gain",
+           "measured train speedup / ideal speedup, ideal = 1 / train_work_fraction (every pass weighted by its "
+           "measured time on this hardware); below 1: overhead or small batches eat the gain; above "
+           f"{EFFICIENCY_CEILING}: a measurement problem, flagged in the notes",
            speedup_efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
 ]:
     register_metric(m)
@@ -172,15 +196,18 @@ for name in TARGETS:
 for m in [
     mean_of("backward_fraction", "bwd frac", ".3f", "sample backwards / (epochs × N)"),
     mean_of("forward_fraction", "fwd frac", ".3f",
-            "(training forwards + selection forwards + partial_forward_cost × partial forwards) / (epochs × N)"),
+            "(training forwards + scoring forwards + early exits, each weighted by its measured time against a "
+            "training forward's) / (epochs × N)"),
     mean_of("work_fraction", "work frac", ".3f",
-            "all work incl. search, cost-weighted (forwards + backward_cost_ratio × backwards, search passes "
-            "included) / uniform's (1 + backward_cost_ratio) × epochs × N", optional=True),
+            "all work incl. search, every pass weighted by its measured time on this hardware, over uniform's "
+            "(epochs × N × (forward + backward))", optional=True),
     mean_of("train_work_fraction", "train work frac", ".3f", "work_fraction without search", table=False),
     mean_of("realized_drop", "realized drop", ".3f", "1 - bwd frac", table=False),
     mean_of("active_share", "active share", ".2f",
             "share of steps or epochs in which a mechanism that can stay off was on (methods that have one)",
             optional=True),
+    mean_of("host_syncs", "host syncs", ".0f", "host syncs in the method's hooks (counted on GPUs, and on CPU in "
+            "the sync audit)", optional=True, table=False),
     Metric("step_time_vs_uniform", "step time / sample vs uniform",
            "(forward + backward + optimizer stage seconds) per sample backward, over uniform's",
            relative_to_uniform(STEP_STAGES, "total_backwards"), plain("step_time_vs_uniform", ".2f")),
@@ -188,14 +215,18 @@ for m in [
            "forward stage seconds per training forward, over uniform's", relative_to_uniform(FORWARD_STAGE, "total_forwards"),
            plain("forward_time_vs_uniform", ".2f"), table=False),
     mean_of("train_seconds", "train s", ".1f", "train seconds", table=False),
+    mean_of("work_seconds", "work s", ".1f", "train + search seconds", table=False),
     mean_of("e2e_seconds", "e2e s", ".1f", "end-to-end seconds", table=False),
+    mean_of("setup_seconds", "setup s", ".1f", "set-up seconds (data, model, precompute)", table=False),
     mean_of("search_seconds", "search s", ".1f", "search seconds", table=False),
+    mean_of("plan_step_error", "step plan error", ".3f", "(optimizer steps taken - planned) / planned", table=False),
     Metric("faithful", "faithful", "the method as implemented follows its paper (else see the not-faithful line)",
            _faithful, lambda r: "yes" if r["faithful"] else "**no**"),
-    Metric("notes", "notes", "what to know before trusting the row: a mechanism that never switched on, a "
-           f"forward time per sample over {CONTENTION}× (or under 1/{CONTENTION}) uniform's (measured under "
-           "contention), partial forwards the run could not cost-weight", notes, lambda r: r["notes"] or "",
-           reads=("active_share", "partial_forward_cost"), optional=True),
+    Metric("notes", "notes", "what to know before trusting the row: a run at chance (did not train), a mechanism "
+           f"that never switched on, a forward time per sample over {CONTENTION}× (or under 1/{CONTENTION}) uniform's "
+           f"(measured under contention), a speedup efficiency under {EFFICIENCY_FLOOR} (the stage that eats it) or "
+           f"over {EFFICIENCY_CEILING}, an LR plan the method missed by over 5% of its steps", notes,
+           lambda r: r["notes"] or "", reads=("active_share", "plan_step_error"), optional=True),
     Metric("paper", "paper", "the paper's own figures for this row (results/paper/*.yaml)", _paper_text,
            lambda r: r["paper"] or "", optional=True),
     mean_of("best_val_acc", "best val acc", ".4f", "best epoch-end validation accuracy", table=False),

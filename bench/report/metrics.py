@@ -26,10 +26,11 @@ CONTENTION = 1.3  # per-sample forward time this many times uniform's (or 1/x): 
 class Group:
     """One table row's runs, with what it is compared against."""
 
-    key: dict[str, Any]  # hardware, model, dataset, ..., method, variant, control_of, drop
+    key: dict[str, Any]  # hardware, model, dataset, ..., method, variant, control_of, control_kind, drop
     runs: pd.DataFrame  # this row's runs, one per seed
     ref: pd.DataFrame  # uniform's runs in the same setting and hardware (may be empty)
-    control: pd.DataFrame  # the matched control's runs (empty when none was run)
+    control: pd.DataFrame  # the selection control's runs (empty when none was run)
+    cost: pd.DataFrame  # the cost control's runs (empty when none was run, or when the selection control is one)
     targets: dict[str, float] = field(default_factory=dict)  # target name -> validation accuracy (fraction)
     paper: dict = field(default_factory=dict)
 
@@ -60,13 +61,13 @@ class Metric:
         if self.columns:
             return self.columns
         if self.interval:
-            return (self.name, f"{self.name}_ci_low", f"{self.name}_ci_high", f"{self.name}_n")
+            return tuple(f"{self.name}{x}" for x in ("", "_ci_low", "_ci_high", "_n", "_ahead", "_p"))
         return (self.name,)
 
     def values(self, g: Group) -> dict[str, Any]:
         v = self.compute(g)
         if isinstance(v, Estimate):
-            return dict(zip(self.csv_columns(), (v.value, v.low, v.high, v.n)))
+            return dict(zip(self.csv_columns(), (v.value, v.low, v.high, v.n, v.ahead, v.p)))
         if isinstance(v, dict):
             return {c: v.get(c, float("nan")) for c in self.csv_columns()}
         return {self.name: v}
@@ -82,7 +83,7 @@ def register_metric(m: Metric) -> Metric:
     return m
 
 
-def final_metrics() -> tuple[str, ...]:
+def run_metric_names() -> tuple[str, ...]:
     """Run metrics `collect` reads, in the order the metrics first need them."""
     return tuple(dict.fromkeys(r for m in METRICS for r in m.reads))
 
@@ -98,6 +99,10 @@ def is_reference(r: pd.Series) -> bool:
     return r["method"] == REFERENCE and not r.get("control_of")
 
 
+def is_control(r) -> bool:
+    return bool(r.get("control_of"))
+
+
 def nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
@@ -111,7 +116,7 @@ def plain(name: str, spec: str) -> Callable[[pd.Series], str]:
 
 
 def speedup_cell(name: str) -> Callable[[pd.Series], str]:
-    """'1.05× (0.93–1.18, ~1)': the interval over seed pairs; '~1' when it contains 1."""
+    """'1.05× (0.93–1.18, ~1)': geometric mean and t interval over seed pairs; '~1' when it contains 1."""
 
     def cell(r: pd.Series) -> str:
         if is_reference(r):
@@ -127,14 +132,19 @@ def speedup_cell(name: str) -> Callable[[pd.Series], str]:
     return cell
 
 
-def difference_cell(name: str) -> Callable[[pd.Series], str]:
+def difference_cell(name: str, ahead: bool = True) -> Callable[[pd.Series], str]:
+    """'+0.99 (+0.70 to +1.28) 5/5': mean, t interval over seed pairs and how many seeds are ahead."""
+
     def cell(r: pd.Series) -> str:
         if is_reference(r) and name == "acc_change_pts":
             return "ref"
         v, lo, hi, n = r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"], r[f"{name}_n"]
         if nan(v):
             return "–"
-        return f"{v:+.2f}" + (f" ({lo:+.2f} to {hi:+.2f})" if int(n) > 1 else " (1 seed)")
+        if int(n) < 2:
+            return f"{v:+.2f} (1 seed)"
+        k = f" {int(r[f'{name}_ahead'])}/{int(n)}" if ahead and f"{name}_ahead" in r else ""
+        return f"{v:+.2f} ({lo:+.2f} to {hi:+.2f}){k}"
 
     return cell
 
@@ -178,10 +188,23 @@ def speedup_efficiency(g: Group) -> float:
 
 
 EFFICIENCY_FLOOR = 0.85  # below it a row names the stage that eats the rest of its ideal speedup
+EFFICIENCY_CEILING = 1.05  # above it the clock or the cost weights are off: a measurement problem
+CHANCE_MARGIN = 0.03  # a run within 3 points of its test set's majority-class share did not train
+
+
+def untrained_seeds(runs: pd.DataFrame) -> int:
+    """Runs whose test accuracy is within CHANCE_MARGIN of the majority class's share (or of chance)."""
+    if "chance_acc" not in runs or runs.empty:
+        return 0
+    return int((runs["final_test_acc"] < runs["chance_acc"] + CHANCE_MARGIN).sum())
 
 
 def notes(g: Group) -> str:
     out = []
+    bad = untrained_seeds(g.runs)
+    if bad:
+        out.append(f"did not train in {bad} of {len(g.runs)} seeds (test accuracy within "
+                   f"{100 * CHANCE_MARGIN:.0f} pts of the majority class): no verdict")
     share = g.mean("active_share")
     if not nan(share) and share == 0:
         out.append("mechanism never on (active share 0)")
@@ -189,6 +212,9 @@ def notes(g: Group) -> str:
     if not nan(fwd) and (fwd > CONTENTION or fwd < 1 / CONTENTION):
         out.append(f"measured under contention (forward time per sample {fwd:.2f}× uniform's)")
     eff = speedup_efficiency(g)
+    if not nan(eff) and eff > EFFICIENCY_CEILING and not g.ref.empty:
+        out.append(f"speedup efficiency {eff:.2f} > {EFFICIENCY_CEILING}: faster than its work allows, a measurement "
+                   "problem (clock or pass-cost weights)")
     if not nan(eff) and eff < EFFICIENCY_FLOOR and not g.ref.empty:
         def stage_share(runs, stage):
             col = f"stage_{stage}_seconds"
@@ -200,8 +226,7 @@ def notes(g: Group) -> str:
             worst = max(stages, key=lambda k: stage_share(g.runs, k) - stage_share(g.ref, k))
             out.append(f"speedup efficiency {eff:.2f} < {EFFICIENCY_FLOOR}: its {worst} stage takes "
                        f"{stage_share(g.runs, worst):.0%} of its train time (uniform's: {stage_share(g.ref, worst):.0%})")
-    partial = g.mean("total_partial_forwards")
-    if not nan(partial) and partial > 0 and nan(g.mean("partial_forward_cost")):
-        out.append("partial forwards not in fwd frac (run logged no partial_forward_cost)")
+    steps = g.mean("plan_step_error")
+    if not nan(steps) and abs(steps) > 0.05:
+        out.append(f"took {100 * steps:+.0f}% optimizer steps against the plan its LR schedule was made for")
     return "; ".join(out)
-

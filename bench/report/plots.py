@@ -95,7 +95,7 @@ def accuracy_vs_time(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | 
                 lines.append((ax, *_mean_curve(ref), "-", "black", None, 2.4))
             for d in drops if method else []:
                 sel = g[(g["method"] == method) & (g["control_of"] == "") & (g["drop"] == d)]
-                ctrl = g[(g["control_of"] == method) & (g["drop"] == d)]
+                ctrl = g[(g["control_of"] == method) & (g["drop"] == d) & (g["control_kind"] == "selection")]
                 if len(sel):
                     lines.append((ax, *_mean_curve(sel), "-", color[d], "o", 1.5))
                 if len(ctrl):
@@ -126,7 +126,7 @@ def accuracy_vs_time(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | 
 
     handles = [Line2D([], [], color="black", lw=2.4, label="uniform (reference)")]
     handles += [Line2D([], [], color=color[d], marker="o", ms=3, label=f"drop {d:g}") for d in drops]
-    handles += [Line2D([], [], color="grey", ls="--", label="matched control"),
+    handles += [Line2D([], [], color="grey", ls="--", label="selection control"),
                 Line2D([], [], color="grey", ls=":", label="near target")]
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), frameon=False)
     fig.tight_layout()
@@ -180,7 +180,7 @@ def speedup_vs_realized_drop(runs: pd.DataFrame, s: pd.DataFrame, path: Path) ->
     handles = [Line2D([], [], ls="", marker="*", color="black", ms=12, label="uniform"),
                Line2D([], [], marker="o", color=style["random_subset"][0], label="random_subset")]
     handles += [Line2D([], [], ls="", marker=style[m][1], color=style[m][0], label=m) for m in owners]
-    handles += [Line2D([], [], ls="", marker="o", color="grey", mfc="white", label="matched control (hollow)"),
+    handles += [Line2D([], [], ls="", marker="o", color="grey", mfc="white", label="its controls (hollow)"),
                 Line2D([], [], ls=":", color="grey", label="1 / (1 − drop)"),
                 Line2D([], [], ls="--", color="grey", label="no speedup")]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
@@ -207,7 +207,8 @@ def stage_breakdown(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | N
         names, left = [], np.zeros(len(rows))
         means = []
         for r in rows.itertuples():
-            sel = g[(g["method"] == r.method) & (g["variant"] == r.variant) & (g["drop"] == r.drop)]
+            sel = g[(g["method"] == r.method) & (g["variant"] == r.variant) & (g["drop"] == r.drop)
+                    & (g["control_of"] == r.control_of) & (g["control_kind"] == r.control_kind)]
             means.append([float(sel[f"stage_{st}_seconds"].mean()) for st in stages])
             names.append(f"{row_name(pd.Series(r._asdict()))}  r={r.drop:g}")
         means = np.nan_to_num(np.array(means))
@@ -224,5 +225,59 @@ def stage_breakdown(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | N
         ax.grid(axis="y", visible=False)
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(stages), frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _frontier_panel(ax, g: pd.DataFrame, x: str, style: dict, xlabel: str) -> None:
+    """Test accuracy (mean and t interval over seeds) against `x`, one line per method through its drops."""
+    from bench.report.stats import t_interval
+
+    main = g[g["control_of"] == ""]
+    for method, m in main.groupby("method"):
+        pts = []
+        for (variant, drop), d in m.groupby(["variant", "drop"]):
+            acc = 100 * d["final_test_acc"].to_numpy(dtype=float)
+            lo, hi = t_interval(acc)
+            pts.append((float(d[x].mean()), float(acc.mean()), lo, hi, variant))
+        for variant in sorted({p[4] for p in pts}):
+            line = sorted(p for p in pts if p[4] == variant)
+            c, mk = style.get(method, ("black", "*"))
+            xs, ys = [p[0] for p in line], [p[1] for p in line]
+            err = [[max(0.0, p[1] - p[2]) for p in line], [max(0.0, p[3] - p[1]) for p in line]]
+            ax.errorbar(xs, ys, yerr=err, fmt=("-" if len(line) > 1 else "") + mk, color=c, ms=5, capsize=2, lw=1.3,
+                        label=method + (f" ({variant})" if variant else ""), zorder=4 if method == "random_subset" else 3)
+    ctl = g[g["control_of"] != ""]
+    if len(ctl):
+        means = ctl.groupby(["control_of", "control_of_variant", "control_kind", "drop"]).agg(
+            x=(x, "mean"), y=("final_test_acc", "mean"))
+        ax.plot(means["x"], 100 * means["y"], "o", color="#777777", mfc="white", ms=5, label="random controls", zorder=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+
+
+@register_plot
+def accuracy_vs_work(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | None:
+    """Per setting: test accuracy against cost-weighted work (top) and train seconds (bottom); each method a
+    line through its drop ratios, the random subset's among them, the random controls as hollow points."""
+    if runs.empty or "work_fraction" not in runs:
+        return None
+    plt = _plt()
+    labels = panel_labels(runs)
+    keys = sorted(labels)
+    methods = sorted(set(runs["method"]) - {REFERENCE, "random_subset"})
+    style = {m: (METHOD_COLORS[i % len(METHOD_COLORS)], MARKERS[(i + 1) % len(MARKERS)]) for i, m in enumerate(methods)}
+    style.update({"random_subset": ("#222222", "o"), REFERENCE: ("black", "*")})
+    fig, axes = plt.subplots(2, len(keys), figsize=(5.6 * len(keys), 8.2), squeeze=False)
+    for j, key in enumerate(keys):
+        g = runs[(runs["hardware"] == key[0]) & (runs["setting"] == key[1])].assign(
+            control_of=lambda d: d["control_of"].fillna(""))
+        _frontier_panel(axes[0][j], g, "work_fraction", style, "work (fraction of uniform's, every pass weighted by its "
+                                                              "measured time, search included)")
+        _frontier_panel(axes[1][j], g, "train_seconds", style, "train seconds")
+        axes[0][j].set_title(labels[key], loc="left")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               title="bars: 95% t interval over seeds")
     fig.tight_layout()
     return _save(fig, path)

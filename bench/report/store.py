@@ -14,19 +14,21 @@ import numpy as np
 import pandas as pd
 
 from bench import tracking
-from bench.controls import control_of_run
-from bench.report.metrics import final_metrics
+from bench.controls import controls_of_run
+from bench.report.metrics import run_metric_names
 from bench.suite import REFERENCE
 
 IDENTITY = (
-    "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of", "control_of_variant",
-    "drop", "seed", "label", "faithful", "git_commit", "config_key", "cell_key", "run_id", "start_time",
+    "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of",
+    "control_of_variant", "control_kind", "drop", "own_drop", "own_epochs", "seed", "label", "faithful", "git_commit", "clock",
+    "config_key", "cell_key", "run_id", "start_time",
 )
 # Per-run series (lists): epoch-end values, and the curve time to target reads
 # (sub-epoch probes when the run logged them, else epoch ends).
 HISTORY_COLUMNS = ("hist_epoch", "hist_val_acc", "hist_work_seconds", "hist_e2e_seconds",
                    "curve_val_acc", "curve_seconds", "curve_kind")
-SORT = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "drop", "seed"]
+SORT = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_kind", "drop",
+        "seed"]
 
 
 def setting_of(cfg) -> str:
@@ -63,23 +65,24 @@ def _scan(suite) -> tuple[set[str], list]:
             return hardware, diverged
 
 
-def finished_cells(suite) -> list[tuple[Any, Any, Any]]:
-    """(cfg, run, owner) for every finished run of the suite's cells (owner None), on every
-    hardware that ran one, then for each method run its matched control's run (found again from
-    the method run's logged shape, bench/controls.py), shown as a row of the method cell it
-    controls (owner: that cell's config)."""
+def finished_cells(suite) -> list[tuple[Any, Any, Any, str]]:
+    """(cfg, run, owner, kind) for every finished run of the suite's cells (owner None, kind ""), on
+    every hardware that ran one, then for each method run its controls' runs (found again from what
+    the method run logged, bench/controls.py), each shown as a row of the method cell it controls
+    (owner: that cell's config; kind: selection or cost)."""
     hardware, _ = _scan(suite)
     wanted = {cfg.key(hw): cfg for cfg in suite.cells() for hw in sorted(hardware)}
     found = tracking.finished_runs(list(wanted))
-    rows = [(wanted[k], run, None) for k, run in found.items()]
-    controls = {}  # control key -> [(control cfg, the method cfg it controls)]
-    for cfg, run, _ in rows:
-        ctl = control_of_run(cfg, run)
-        if ctl is not None:
-            controls.setdefault(ctl.key(run.data.tags.get("hardware", "unknown")), []).append((ctl, cfg))
+    rows = [(wanted[k], run, None, "") for k, run in found.items()]
+    if not suite.controls:
+        return rows
+    controls: dict[str, list] = {}  # control key -> [(control cfg, the method cfg it controls, kind)]
+    for cfg, run, _, _ in rows:
+        for kind, ctl in controls_of_run(cfg, run).items():
+            controls.setdefault(ctl.key(run.data.tags.get("hardware", "unknown")), []).append((ctl, cfg, kind))
     for k, run in tracking.finished_runs(list(controls)).items():
-        for ctl, owner in controls[k]:
-            rows.append((ctl.replace(drop=owner.drop, seed=owner.seed), run, owner))
+        for ctl, owner, kind in controls[k]:
+            rows.append((ctl, run, owner, kind))
     return rows
 
 
@@ -124,25 +127,28 @@ def _search_by(train_at_probe: float, train: list[float], search: list[float]) -
 
 
 def collect(suite) -> pd.DataFrame:
-    """One row per finished run of the suite's cells: identity, final metrics, histories."""
-    wanted = final_metrics()
+    """One row per finished run of the suite's cells: identity, final metrics, histories. A control's
+    row carries its owner's setting and drop (it is compared there) and its own drop and epochs."""
+    wanted = run_metric_names()
     c = tracking.client()
     rows = []
-    for cfg, run, owner in finished_cells(suite):
+    for cfg, run, owner, kind in finished_cells(suite):
         t, m = run.data.tags, run.data.metrics
+        at = owner or cfg
         rows.append({
-            "hardware": t.get("hardware", "unknown"), "model": cfg.model, "dataset": cfg.dataset,
-            "label_noise": float(cfg.label_noise), "epochs": int(cfg.epochs), "setting": setting_of(cfg),
-            "method": cfg.method, "variant": variant_of(cfg.params),
+            "hardware": t.get("hardware", "unknown"), "model": at.model, "dataset": at.dataset,
+            "label_noise": float(at.label_noise), "epochs": int(at.epochs), "setting": setting_of(at),
+            "method": cfg.method, "variant": variant_of({k: v for k, v in cfg.params.items() if k != "plan"}),
             "params": json.dumps(cfg.params, sort_keys=True, default=str),
             "control_of": owner.method if owner else "",
             "control_of_variant": variant_of(owner.params) if owner else "",  # two variants of one method: two controls
-            "drop": float(cfg.drop), "seed": int(cfg.seed), "label": cfg.label,
+            "control_kind": kind, "drop": float(at.drop), "own_drop": float(cfg.drop), "own_epochs": int(cfg.epochs),
+            "seed": int(at.seed), "label": cfg.label,
             "faithful": _bool(t.get("faithful", True)), "git_commit": t.get("git_commit", "unknown"),
-            "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,
+            "clock": t.get("clock", "wall"), "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,
             "start_time": int(run.info.start_time or 0),
             **{k: float(m.get(k, np.nan)) for k in wanted},
-            **{k: float(v) for k, v in m.items() if k.startswith(("stage_", "total_"))},
+            **{k: float(v) for k, v in m.items() if k.startswith(("stage_", "total_", "cost_"))},
             **_history(c, run.info.run_id, int(cfg.epochs)),
         })
     df = pd.DataFrame(rows)

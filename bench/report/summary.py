@@ -10,7 +10,7 @@ from bench.report.metrics import METRICS, Group, summary_columns
 from bench.suite import REFERENCE
 
 GROUP = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_of",
-         "control_of_variant", "drop"]
+         "control_of_variant", "control_kind", "drop"]
 
 
 def all_columns() -> list[str]:
@@ -45,9 +45,10 @@ def targets(ref: pd.DataFrame, suite, model: str, dataset: str) -> dict[str, flo
 
 
 def _rank(r: pd.Series) -> tuple:
-    """uniform first, then random_subset, then methods by name, each method's matched control after it."""
+    """uniform first, then random_subset, then methods by name, each method's controls after it."""
     owner = r["control_of"] or r["method"]
-    return ({REFERENCE: 0, "random_subset": 1}.get(owner, 2), owner, bool(r["control_of"]), r["variant"], r["drop"])
+    variant = r["control_of_variant"] if r["control_of"] else r["variant"]
+    return ({REFERENCE: 0, "random_subset": 1}.get(owner, 2), owner, variant, r["drop"], r["control_kind"])
 
 
 def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
@@ -56,11 +57,8 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
     check_paper(paper, suite.name)
     if df.empty:
         return pd.DataFrame(columns=all_columns())
-    if "control_of" not in df:  # a frame built by hand, before controls existed
-        df = df.assign(control_of="")
-    if "control_of_variant" not in df:
-        df = df.assign(control_of_variant="")
-    df = df.assign(control_of_variant=df["control_of_variant"].fillna(""))
+    for col in ("control_of", "control_of_variant", "control_kind"):  # a frame built by hand
+        df = df.assign(**{col: df[col].fillna("") if col in df else ""})
     rows = []
     for (hw, setting), runs in df.groupby(["hardware", "setting"], sort=True):
         ref = runs[(runs["method"] == REFERENCE) & (runs["control_of"] == "")]
@@ -68,10 +66,14 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
         tg = targets(ref, suite, first["model"], first["dataset"])
         for key, g in runs.groupby(GROUP, sort=True, dropna=False):
             k = dict(zip(GROUP, key))
-            control = runs[(runs["control_of"] == k["method"]) & (runs["control_of_variant"] == (k["variant"] or ""))
-                           & np.isclose(runs["drop"], k["drop"])] \
-                if not k["control_of"] else runs.iloc[:0]
-            group = Group(k, g.sort_values("seed"), ref, control, tg, paper)
+
+            def controls(kind: str) -> pd.DataFrame:
+                if k["control_of"]:
+                    return runs.iloc[:0]
+                return runs[(runs["control_of"] == k["method"]) & (runs["control_of_variant"] == (k["variant"] or ""))
+                            & np.isclose(runs["drop"], k["drop"]) & (runs["control_kind"] == kind)]
+
+            group = Group(k, g.sort_values("seed"), ref, controls("selection"), controls("cost"), tg, paper)
             row = dict(k)
             for m in METRICS:
                 row.update(m.values(group))
@@ -109,4 +111,4 @@ def row_name(r, several_variants: bool = False) -> str:
     if not r["control_of"]:
         return name
     owner_variant = str(r.get("control_of_variant") or "")
-    return f"{name} [control for {r['control_of']}{f' ({owner_variant})' if owner_variant else ''}]"
+    return f"{r.get('control_kind') or 'matched'} control [{r['control_of']}{f' ({owner_variant})' if owner_variant else ''}]"

@@ -5,12 +5,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.controls import CONTROL
 from bench.report import stats
+from bench.report import verdicts as verdicts_mod
 from bench.report.columns import FAR_OFFSET, TARGETS, method_faithfulness
 from bench.report.metrics import METRICS, Metric, nan
 from bench.report.summary import panel_labels, row_name
-from bench.controls import CONTROL
 from bench.suite import REFERENCE
+
+CLOCK_TOLERANCE = 0.05  # the random subset's train speedup must be within 5% of its ideal
 
 LEFT = {"faithful", "notes", "paper"}
 
@@ -51,7 +54,8 @@ def render(df: pd.DataFrame, highlight: str | None = None) -> str:
         name = row_name(r, variants[r["method"]] > 1)
         if highlight and r["method"] == highlight:
             name = f"▶ **{name}**"
-        cells = [f(r) for _, f in ident] + [name, f"{r['drop']:g}"] + [m.cell(r) for m in metrics]
+        drop = f"{r['drop']:g}" if not r["control_of"] else f"{1 - r['backward_fraction']:.2f} realized"
+        cells = [f(r) for _, f in ident] + [name, drop] + [m.cell(r) for m in metrics]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -82,25 +86,81 @@ def _unfaithful(runs: pd.DataFrame, s: pd.DataFrame, labels) -> str:
 
 def _runs_line(suite, runs: pd.DataFrame) -> str:
     declared = {c.config_key() for c in suite.cells()}
-    own = runs[runs["control_of"].fillna("") == ""] if "control_of" in runs else runs
-    ctl = runs.drop(own.index)
+    own = runs[runs["control_of"].fillna("") == ""]
     done = own["config_key"].isin(declared)
+    ctl = runs.drop(own.index)
+    # a control cell shared by several rows (equal plans or budgets) counts once; one that is also a suite cell
+    # (a random subset the suite runs itself) is the suite's, not added
+    added = ctl[~ctl["config_key"].isin(declared)]
+    kinds = {k: added[added["control_kind"] == k]["run_id"].nunique() for k in ("selection", "cost")}
     return (f"- runs: {int(done.sum())} of the suite's {len(declared)} cells finished, plus "
-            f"{ctl['run_id'].nunique()} matched random control runs the harness added (shared controls count once)")
+            f"{added['run_id'].nunique()} control runs the harness added ({kinds['selection']} selection, "
+            f"{kinds['cost']} cost; a control shared by several rows counts once)")
+
+
+def _commits_line(runs: pd.DataFrame) -> str | None:
+    """A warning when the runs come from commits that differ in harness or method code."""
+    commits = sorted(c for c in runs["git_commit"].unique())
+    if len(commits) < 2:
+        return None
+    import subprocess
+
+    from bench.paths import PROJECT_ROOT
+
+    plain = sorted({c.replace("-dirty", "") for c in commits})
+    changed = set()
+    for a, b in zip(plain, plain[1:]):
+        out = subprocess.run(["git", "diff", "--name-only", a, b, "--", "bench", "methods", "baselines"],
+                             cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if out.returncode:
+            return (f"**Warning: these runs come from {len(commits)} commits ({', '.join(commits)}) that could not be "
+                    "compared here; their harness or method code may differ.**")
+        changed |= set(out.stdout.split())
+    dirty = [c for c in commits if c.endswith("-dirty")]
+    if changed or dirty:
+        what = f"{len(changed)} harness or method file(s) changed between them" if changed else ""
+        what += ("; " if what and dirty else "") + (f"{len(dirty)} ran from a modified tree" if dirty else "")
+        return f"**Warning: these runs come from {len(commits)} commits ({', '.join(commits)}): {what}.**"
+    return None
+
+
+def _clock_lines(s: pd.DataFrame, labels) -> list[str]:
+    """The harness's own check on its clock: a random subset trains at its ideal speedup."""
+    out = []
+    rows = s[(s["method"] == CONTROL) & (s["control_of"].fillna("") == "")]
+    for r in rows.itertuples():
+        eff = r.speedup_efficiency
+        if nan(eff):
+            continue
+        name = f"{labels[(r.hardware, r.setting)]} drop {r.drop:g}"
+        if abs(eff - 1) > CLOCK_TOLERANCE:
+            out.append(f"**clock disturbed**: {name}: the random subset's train speedup is {eff:.2f}× its ideal "
+                       f"({100 * (eff - 1):+.0f}%; tolerance ±{100 * CLOCK_TOLERANCE:.0f}%): speedups in this setting "
+                       "are off by about that much")
+        else:
+            out.append(f"clock check: {name}: random subset at {eff:.2f}× its ideal speedup (within "
+                       f"±{100 * CLOCK_TOLERANCE:.0f}%)")
+    return out
 
 
 def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -> str:
     lines = [f"# Suite {suite.name}", ""]
+    warn = _commits_line(runs)
+    if warn:
+        lines += [warn, ""]
     if suite.description:
         lines += [str(suite.description).strip(), ""]
     labels = panel_labels(runs)
+    clocks = sorted(runs["clock"].dropna().unique()) if "clock" in runs else []
     lines += [
-        f"- hardware: {'; '.join(sorted(runs['hardware'].unique()))}",
+        f"- hardware: {'; '.join(sorted(runs['hardware'].unique()))}" + (f"; clock: {', '.join(clocks)}" if clocks else ""),
         _runs_line(suite, runs),
         f"- git commits: {', '.join(sorted(runs['git_commit'].unique()))}",
-        f"- intervals: 95% percentile bootstrap over seeds ({stats.N_RESAMPLES} resamples, fixed generator); "
-        "comparisons pair runs by seed within one setting and hardware; uniform, the reference, runs once at drop 0",
+        f"- intervals: {stats.INTERVAL} (speedups: of the log ratios, shown as a geometric mean); comparisons pair "
+        "runs by seed within one setting and hardware; uniform, the reference, runs once at drop 0",
+        f"- verdicts: {verdicts_mod.RULE}; {s.attrs.get('comparisons', 0)} comparisons in this table",
     ]
+    lines += [f"- {x}" for x in _clock_lines(s, labels)]
     tg = []
     for r in s.drop_duplicates(["hardware", "setting"]).itertuples():
         parts = [f"{t} {100 * getattr(r, f'ttt_{t}_target'):.2f}%" for t in TARGETS
@@ -121,46 +181,144 @@ def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -
     return "\n".join(lines) + "\n\n"
 
 
-def verdict(r) -> str:
-    """One method row against its matched control: beat, tied (the interval holds 0) or lost."""
-    d, lo, hi = (r.get(f"acc_change_control_pts{x}", float("nan")) for x in ("", "_ci_low", "_ci_high"))
-    if r.get("active_share") == 0:
-        return "its switch never turned on: the run was its random control under another name"
-    if nan(d):
-        if r["method"] == CONTROL:
-            return "the random control itself (random subset of the same size from the first epoch)"
-        if r.get("backward_fraction", 0) >= 1.0:
-            return "never dropped a sample: no control; see Δ acc vs uniform"
-        return "no matched control run (a run logged before controls existed: re-run the suite)"
-    if nan(lo) or nan(hi):
-        return f"{d:+.2f} pts against its control, one seed: no verdict"
-    word = "beat" if lo > 0 else "lost to" if hi < 0 else "tied"
-    return f"{word} its matched control: {d:+.2f} pts ({lo:+.2f} to {hi:+.2f})"
+def _short(r, col: str) -> str:
+    """'+0.99 ±0.29 5/5' (mean, half-width of the t interval, seeds ahead), for the headline."""
+    v = r.get(col)
+    if nan(v):
+        return "–"
+    n = int(r.get(f"{col}_n", 0) or 0)
+    if n < 2:
+        return f"{v:+.2f} (1)"
+    return f"{v:+.2f} ±{(r[f'{col}_ci_high'] - r[f'{col}_ci_low']) / 2:.2f} {int(r[f'{col}_ahead'])}/{n}"
 
 
-def verdicts(s: pd.DataFrame) -> str:
-    """Per setting, one line per method row: the answer the suite exists for."""
-    rows = s[(s["method"] != REFERENCE) & (s["control_of"].fillna("") == "")] if "control_of" in s else s.iloc[:0]
+def headline(s: pd.DataFrame) -> str:
+    """One row per method and setting: what a reader came for, in 100 columns."""
+    rows = s[s.apply(verdicts_mod.is_method_row, axis=1)] if len(s) else s
     if rows.empty:
         return ""
     labels = panel_labels(s)
-    out = ["## Verdicts: test accuracy against the matched random control", ""]
+    out = ["## Headline", "",
+           "Δ: test accuracy minus the control's, points, mean ±half-width of the 95% t interval, seeds ahead; "
+           "verdict: vs selection control / vs cost control (see the verdict rule above).", ""]
+    for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
+        out += [f"**{labels[(hw, setting)]}**", "", "| method | drop | n | Δ sel. ctl | Δ cost ctl | train speedup | verdict |",
+                "|---|---:|---:|---:|---:|---:|---|"]
+        for _, r in g.iterrows():
+            sel, cost = r.get("verdict_selection") or "–", r.get("verdict_cost") or "–"
+            if nan(r.get("acc_vs_cost_pts")) and not nan(r.get("acc_vs_selection_pts")):
+                cost = "= sel."
+            sp = r["train_speedup"]
+            speed = "–" if nan(sp) else f"{sp:.2f}×" + ("" if nan(r["train_speedup_ci_low"]) else
+                                                         f" ({r['train_speedup_ci_low']:.2f}–{r['train_speedup_ci_high']:.2f})")
+            name = row_name(r)[:22]
+            verdict = f"{_brief(sel)}/{_brief(cost)}"
+            if "did not train" in str(r.get("notes") or ""):
+                verdict = "did not train"
+            out.append(f"| {name} | {r['drop']:g} | {int(r['n_seeds'])} | {_short(r, 'acc_vs_selection_pts')} | "
+                       f"{_short(r, 'acc_vs_cost_pts')} | {speed} | {verdict} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _brief(word: str) -> str:
+    return {"lost to": "lost", "undecided (n too small)": "undecided", "no verdict (one seed)": "1 seed",
+            "no verdict (did not train)": "–", "no verdict": "–"}.get(word, word)
+
+
+def verdicts(s: pd.DataFrame) -> str:
+    """Per setting, one line per method row: both controls, with the work ratio, and the speedup."""
+    rows = s[s.apply(verdicts_mod.is_method_row, axis=1)] if len(s) else s
+    if rows.empty:
+        return ""
+    labels = panel_labels(s)
+    out = ["## Verdicts: test accuracy against the two random controls", "", f"Rule: {verdicts_mod.RULE}.", ""]
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", ""]
-        out += [f"- {row_name(r)} drop {r['drop']:g}: {verdict(r)}" for _, r in g.iterrows()]
+        for _, r in g.iterrows():
+            out.append(f"- {row_name(r)} drop {r['drop']:g} (n={int(r['n_seeds'])}): {verdict(r)}")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _one(r, kind: str) -> str:
+    col = verdicts_mod.KINDS[kind]
+    d = r.get(col)
+    if nan(d):
+        return ""
+    n = int(r[f"{col}_n"])
+    if n < 2:
+        return f"{r[f'verdict_{kind}']} {d:+.2f} pts"
+    return (f"**{r[f'verdict_{kind}']}** {d:+.2f} pts ({r[f'{col}_ci_low']:+.2f} to {r[f'{col}_ci_high']:+.2f}; "
+            f"{int(r[f'{col}_ahead'])}/{n} seeds ahead; Holm p={r[f'p_holm_{kind}']:.3g})")
+
+
+def verdict(r) -> str:
+    if "did not train" in str(r.get("notes") or ""):
+        return f"did not train (test accuracy at chance in some seeds): no verdict; {r['notes']}"
+    if r.get("active_share") == 0:
+        return "its switch never turned on: the run was random training under another name"
+    sel, cost = _one(r, "selection"), _one(r, "cost")
+    if not sel and not cost:
+        if r.get("backward_fraction", 0) >= 1.0:
+            return "never dropped a sample: no control; see Δ acc vs uniform"
+        return "no control run (logged before controls existed: re-run the suite)"
+    parts = []
+    if sel:
+        parts.append(f"selection control: {sel}")
+    if cost:
+        ratio = r.get("cost_work_ratio")
+        parts.append(f"cost control (work ratio {ratio:.3f}): {cost}" if not nan(ratio) else f"cost control: {cost}")
+    elif sel:
+        parts.append("cost control: the selection control (no passes beyond training)")
+    sp = r.get("train_speedup")
+    if not nan(sp):
+        parts.append(f"train speedup {sp:.2f}×" + ("" if nan(r["train_speedup_ci_low"]) else
+                                                   f" ({r['train_speedup_ci_low']:.2f}–{r['train_speedup_ci_high']:.2f})"))
+    return "; ".join(parts)
+
+
+def frontier_section(runs: pd.DataFrame, s: pd.DataFrame) -> str:
+    """Suites with several drop ratios: each method point against random's curve at the same work."""
+    main = runs[runs["control_of"].fillna("") == ""]
+    if main.empty or main.loc[main["method"] != REFERENCE, "drop"].nunique() < 2:
+        return ""
+    labels = panel_labels(runs)
+    parts = []
+    for (hw, setting), g in main.groupby(["hardware", "setting"], sort=True):
+        f = verdicts_mod.frontier(runs, g)
+        if f.empty:
+            continue
+        parts.append((labels[(hw, setting)], f))
+    if not parts:
+        return ""
+    allf = verdicts_mod.frontier_words(pd.concat([f.assign(panel=p) for p, f in parts], ignore_index=True))
+    out = ["## Frontier: each method against the random subset's curve at the same work", "",
+           "Random's curve joins its points (work fraction, test accuracy) across its drop ratios and uniform's "
+           "(work 1), per seed; a method point is compared with it at the point's own work, paired by seed. "
+           f"Verdict rule as above (above/on/below), Holm over the {int((allf['n'] > 1).sum())} points.", ""]
+    for panel, f in allf.groupby("panel", sort=False):
+        out += [f"**{panel}**", "", "| method | drop | work frac | test acc % | vs random at that work (pts) | verdict |",
+                "|---|---:|---:|---:|---:|---|"]
+        for r in f.itertuples():
+            name = r.method + (f" ({r.variant})" if r.variant else "")
+            diff = "–" if nan(r.diff) else (f"{r.diff:+.2f} ({r.low:+.2f} to {r.high:+.2f}) {r.ahead}/{r.n}"
+                                            if r.n > 1 else f"{r.diff:+.2f} (1 seed)")
+            extra = f" ({r.outside} seeds outside random's range)" if r.outside else ""
+            out.append(f"| {name} | {r.drop:g} | {r.work:.3f} | {r.acc:.2f} | {diff} | {r.verdict}{extra} |")
         out.append("")
     return "\n".join(out) + "\n"
 
 
 def early_leads(suite, runs: pd.DataFrame) -> str:
     """Per setting and method: validation accuracy after each of the suite's first
-    `early_epochs` epochs minus uniform's, paired by seed, with its bootstrap interval."""
+    `early_epochs` epochs minus uniform's, paired by seed, with its t interval."""
     n = int(getattr(suite, "early_epochs", 0) or 0)
     if n <= 0 or runs.empty or "hist_val_acc" not in runs:
         return ""
     main = runs[runs["control_of"].fillna("") == ""] if "control_of" in runs else runs
     labels = panel_labels(main.assign(control_of=""))
-    out = [f"## Early epochs: lead over uniform in validation accuracy (points; mean over seeds, 95% bootstrap)", ""]
+    out = [f"## Early epochs: lead over uniform in validation accuracy (points; mean over seeds, {stats.INTERVAL})", ""]
     for (hw, setting), g in main.groupby(["hardware", "setting"], sort=True):
         ref = g[g["method"] == REFERENCE]
         if ref.empty:
@@ -187,7 +345,8 @@ def early_leads(suite, runs: pd.DataFrame) -> str:
 
 
 def markdown(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -> str:
-    return header(suite, runs, s, diverged) + legend(s) + render(s) + "\n" + verdicts(s) + early_leads(suite, runs)
+    return (header(suite, runs, s, diverged) + headline(s) + verdicts(s) + frontier_section(runs, s)
+            + early_leads(suite, runs) + "## Full table\n\n" + legend(s) + render(s))
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:

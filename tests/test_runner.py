@@ -1,9 +1,9 @@
-"""The runner schedules each method's matched control itself, seed by seed after the
-reference; probes give time to target between epoch ends."""
+"""The runner schedules each method's two random controls itself, as soon as the method's run is
+done; cells of a seed run in a seeded shuffle; probes give time to target between epoch ends."""
 import pytest
 
 from bench import report, tracking
-from bench.runner import interleaved, run_suite
+from bench.runner import ordered, run_suite
 from bench.suite import Block, MethodSpec, Suite
 
 DEFAULTS = {"epochs": 3, "batch_size": 64, "train_limit": 512, "eval_limit": 256, "device": "cpu", "progress": False}
@@ -14,29 +14,40 @@ def _suite(methods, seeds=(0,)):
     return Suite(name="ctl", blocks=(block,), defaults=DEFAULTS)
 
 
-def test_cells_run_seed_by_seed_reference_first():
-    suite = _suite([("random_subset", {}), ("uniform", {})], seeds=(0, 1))
-    order = [(c.seed, c.method) for c in interleaved(suite.cells())]
-    assert order == [(0, "uniform"), (0, "random_subset"), (1, "uniform"), (1, "random_subset")]
+def test_cells_run_seed_by_seed_in_a_seeded_shuffle_that_favours_no_method():
+    names = ["uniform", "random_subset", "infobatch", "psgd", "csgd", "swiftlearn"]
+    suite = _suite([(m, {}) for m in names], seeds=tuple(range(12)))
+    order = ordered(suite.cells())
+    assert [c.seed for c in order] == sorted(c.seed for c in order)  # seed by seed
+    assert order == ordered(suite.cells())  # reproducible
+    first = [next(c.method for c in order if c.seed == s) for s in range(12)]
+    last = [[c.method for c in order if c.seed == s][-1] for s in range(12)]
+    assert len(set(first)) >= 3 and len(set(last)) >= 3  # no method is always first or always last
+    assert first.count("uniform") < 12 and last.count("uniform") < 12
 
 
-def test_warmup_method_gets_a_control_with_its_realized_budget(store, tmp_path, monkeypatch):
+def test_each_method_gets_its_selection_and_cost_controls(store, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "results"))
-    suite = _suite([("uniform", {}), ("swiftlearn", {"warmup_epochs": 2})])
+    suite = _suite([("uniform", {}), ("selective_backprop", {}), ("swiftlearn", {"warmup_epochs": 2})])
     lines = []
     out = run_suite(suite, log=lines.append)
-    assert not out.failed and out.ran == 3, lines  # uniform, swiftlearn, then its control
-    assert any(ln.startswith("[control]") for ln in lines)
-    runs = {r.data.params["method"]: r for r in tracking.client().search_runs([tracking.experiment_id()])}
-    sl, ctl = runs["swiftlearn"], runs["random_subset"]
-    assert ctl.data.params["method.warmup_epochs"] == "2" and ctl.data.tags["role"] == "control"
-    assert abs(sl.data.metrics["total_backwards"] - ctl.data.metrics["total_backwards"]) <= DEFAULTS["batch_size"]
-    # a second run finds everything finished, the control included
-    again = []
-    assert run_suite(suite, log=again.append).ran == 0
+    # SB has both controls (its scoring passes cost work); SwiftLearn only a selection control (no extra passes)
+    assert not out.failed and out.ran == 3 and out.controls == 3, lines
+    runs = tracking.client().search_runs([tracking.experiment_id()])
+    roles = sorted(r.data.tags.get("role", "") for r in runs)
+    assert roles.count("selection control") == 2 and roles.count("cost control") == 1
+    sb = next(r for r in runs if r.data.params["method"] == "selective_backprop")
+    sel = next(r for r in runs if r.data.tags.get("role") == "selection control"
+               and r.data.tags["batch_plan"] == sb.data.tags["batch_plan"])
+    assert sel.data.metrics["total_backwards"] == sb.data.metrics["total_backwards"]
+    # a second run finds everything finished, the controls included
+    assert run_suite(suite, log=lambda *_: None).ran == 0
     s = report.summary(report.collect(suite), suite)
-    row = s[(s["method"] == "random_subset") & (s["control_of"] == "swiftlearn")]
-    assert len(row) == 1 and row.iloc[0]["realized_drop"] == pytest.approx(1 - sl.data.metrics["backward_fraction"], abs=0.05)
+    row = s[(s["method"] == "selective_backprop") & (s["control_of"] == "")].iloc[0]
+    assert not pytest.approx(0) == row["acc_vs_selection_pts_n"] and row["acc_vs_cost_pts_n"] == 1
+    assert 0.97 <= row["cost_work_ratio"] <= 1.03
+    ctl_rows = s[s["control_of"] == "selective_backprop"]
+    assert sorted(ctl_rows["control_kind"]) == ["cost", "selection"]
 
 
 def test_probes_are_logged_between_epoch_ends(store):
