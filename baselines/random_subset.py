@@ -46,8 +46,8 @@ class RandomSubset(Method):
 
     def epoch_indices(self, epoch: int) -> Batch:
         n, k = self.ctx.n_train, self.epoch_size(epoch)
-        perms = [self.randperm(n) for _ in range(-(-k // n))]
-        return Batch(torch.cat(perms)[:k])
+        perms = [self.randperm(n) for _ in range(-(-k // n))]  # an epoch of more than N wraps into a new one
+        return Batch(torch.cat(perms)[:k] if perms else torch.empty(0, dtype=torch.long, device=self.ctx.device))
 
     def batches(self, epoch: int):
         if self.sizes is None:

@@ -43,10 +43,9 @@ does save selection forwards (fewer are counted), and we also record the trainin
 forward of a sample (its training loss, in train mode and augmented) as a
 measurement, where the reference records only selection-forward losses.
 
-Host syncs (bench/syncs.py): none per step. The keep draw, the queue and the batches stay
-on ctx.device; a batch is cut from the queue at a size known on the host only when the
-queue's length is read, once per chunk of candidates (`int(kept.numel())` of a boolean
-selection: one sync per candidate chunk, counted as host_syncs).
+Host syncs (bench/syncs.py): one per chunk of candidates in a selective epoch: the kept
+candidates are a boolean selection, whose size the host must read to cut fixed-size
+batches from the queue. The keep draw, the queue and the batches stay on ctx.device.
 
 Where we differ: the selection forward is the harness's counted `ctx.score` in eval
 mode (as the reference's CutoutForwardpropper, which calls net.eval()); the reference

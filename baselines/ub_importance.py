@@ -37,7 +37,6 @@ replacement). The presample defaults to 3 b (the reference's `presample=3.0`).
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch

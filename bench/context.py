@@ -38,7 +38,8 @@ class HarnessContext(Context):
             self.counts.search_forwards += len(indices)
         else:
             self.counts.selection_forwards += len(indices)
-        return self.trainer.forward_eval(self.model, self.trainer.train, indices)
+        with self.trainer.syncs.at("harness"):
+            return self.trainer.forward_eval(self.model, self.trainer.train, indices)
 
     def early_exit(self, indices: torch.Tensor, k: int):
         if self._searching:
@@ -46,17 +47,19 @@ class HarnessContext(Context):
         else:
             self.counts.partial_forwards += len(indices)
             self.counts.exits[k] = self.counts.exits.get(k, 0) + len(indices)
-        return self.trainer.early_exit(self.model, indices, k)
+        with self.trainer.syncs.at("harness"):
+            return self.trainer.early_exit(self.model, indices, k)
 
     def inputs(self, indices: torch.Tensor):
-        x, mask, _ = self.trainer.inputs(self.trainer.train, indices)
+        with self.trainer.syncs.at("harness"):
+            x, mask, _ = self.trainer.inputs(self.trainer.train, indices)
         return x, mask
 
     def trial(self, method: Method, epochs: int) -> float:
         """A copy of the model trained with its own optimizer, counts and context; its training
         forwards, backwards and scoring passes are charged here as search."""
         tr = self.trainer
-        with tr.timer.exclusive("search"):
+        with tr.timer.exclusive("search"), tr.syncs.at(""):
             seed = int(torch.randint(0, 2**31, (1,), generator=self.generator, device=self.device))
             sub = HarnessContext(tr, epochs, seed, model=copy.deepcopy(self.model))
             hooks.setup(method, sub)
@@ -68,7 +71,7 @@ class HarnessContext(Context):
 
     @contextlib.contextmanager
     def search(self):
-        with self.trainer.timer.exclusive("search"):
+        with self.trainer.timer.exclusive("search"), self.trainer.syncs.at(""):
             self._searching += 1
             try:
                 yield

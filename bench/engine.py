@@ -267,7 +267,7 @@ class Trainer:
         with t.stage("method"), self.syncs.at("method"):
             rest = planned_steps(method, loop.plan_epochs, start=epoch)
         loop.schedule.replan(loop.sched.last_epoch + rest)
-        checker = hooks.BatchChecker(method, len(self.train))
+        checker = hooks.BatchChecker(method, len(self.train), lazy=self.cuda or self.syncs.audit)
         it = checker.batches(epoch)
         while True:
             with t.stage("method"), self.syncs.at("method"):

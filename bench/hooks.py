@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import torch
 
 from bench.errors import BenchError
-from bench.method import Batch, Method, Param
+from bench.method import Batch, Method, Param, declared
 
 HOOKS = ("setup", "refuse", "epoch_size", "epoch_indices", "batches", "observe", "end_epoch", "run_metrics")
 
@@ -24,14 +24,6 @@ class MethodError(BenchError):
 
 
 # -- parameters
-
-
-def declared(cls: type) -> dict[str, Param]:
-    """The `Param`s a method class declares (its own and inherited), in declaration order."""
-    out: dict[str, Param] = {}
-    for klass in reversed(cls.__mro__):
-        out.update({k: v for k, v in vars(klass).items() if isinstance(v, Param)})
-    return out
 
 
 def param_defaults(cls: type) -> dict[str, Any]:
@@ -64,20 +56,22 @@ def check_param(method: str, name: str, p: Param, value: Any) -> Any:
     return value
 
 
-def set_params(method: Method, params: dict[str, Any]) -> None:
-    decl = declared(type(method))
+def checked_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked against the class's declarations, defaults filled in; else one line."""
+    decl = declared(cls)
     unknown = sorted(set(params) - set(decl))
     if unknown:
-        raise BenchError(f"method {method.name} has no parameter {', '.join(unknown)}; "
+        raise BenchError(f"method {cls.name} has no parameter {', '.join(unknown)}; "
                          f"its parameters: {', '.join(decl) or 'none'}")
-    for name, p in decl.items():
-        setattr(method, name, check_param(method.name, name, p, params.get(name, p.default)))
+    return {name: check_param(cls.name, name, p, params.get(name, p.default)) for name, p in decl.items()}
 
 
 def build(cls: type, drop: float, params: dict[str, Any]) -> Method:
-    """An instance of `cls`; bad parameters (or a bad combination its __init__ refuses) in one line."""
+    """An instance of `cls` with checked parameters; bad ones (or a bad combination its __init__
+    refuses) in one line."""
+    checked = checked_params(cls, params)
     try:
-        return cls(drop=drop, **params)
+        return cls(drop=drop, **checked)
     except BenchError:
         raise
     except (TypeError, ValueError) as e:
@@ -120,11 +114,12 @@ def setup(method: Method, ctx) -> None:
 
 
 class BatchChecker:
-    """`method.batches(epoch)`, each batch's type checked as it comes, its index range folded into
-    one device flag that `finish()` reads once, at the end of the epoch."""
+    """`method.batches(epoch)`, each batch's type checked as it comes. Index ranges: on the CPU checked at
+    once; elsewhere (`lazy`) folded into one device flag that `finish()` reads at the end of the epoch,
+    the indices clamped meanwhile so a bad one cannot crash the device before it is reported."""
 
-    def __init__(self, method: Method, n_train: int):
-        self.method, self.n_train = method, n_train
+    def __init__(self, method: Method, n_train: int, lazy: bool = False):
+        self.method, self.n_train, self.lazy = method, n_train, lazy
         self.bad: torch.Tensor | None = None
         self.samples = 0
 
@@ -137,10 +132,9 @@ class BatchChecker:
                 return
             except Exception as e:
                 raise method_error(self.method, "batches", e) from e
-            self.check(batch)
-            yield batch
+            yield self.check(batch)
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: Batch) -> Batch:
         name = self.method.name
         idx = batch.indices if isinstance(batch, Batch) else None
         if not isinstance(idx, torch.Tensor) or idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
@@ -150,9 +144,14 @@ class BatchChecker:
             raise MethodError(f"method {name}: batches gave an empty batch; yield only batches with samples")
         if batch.weights is not None and len(batch.weights) != len(idx):
             raise MethodError(f"method {name}: batches gave {len(batch.weights)} weights for {len(idx)} indices")
-        out = (idx.min() < 0) | (idx.max() >= self.n_train)
-        self.bad = out if self.bad is None else self.bad | out
         self.samples += len(idx)
+        out = (idx.min() < 0) | (idx.max() >= self.n_train)
+        if not self.lazy:
+            self.bad = out
+            self.finish()
+            return batch
+        self.bad = out if self.bad is None else self.bad | out
+        return Batch(idx.clamp(0, self.n_train - 1), batch.weights)
 
     def finish(self) -> None:
         """The epoch's one read of the range flag (a host sync on a GPU)."""

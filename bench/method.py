@@ -107,11 +107,11 @@ class Method:
     ctx: Context
 
     def __init__(self, drop: float = 0.0, **params):
-        from bench.hooks import set_params  # the checks live harness-side
-
+        """Parameters arrive checked against their declarations (bench/hooks.py `build`)."""
         self.drop = float(drop)
         self.keep = 1.0 - self.drop
-        set_params(self, params)
+        for name, p in declared(type(self)).items():
+            setattr(self, name, params.get(name, p.default))
 
     # -- hooks
 
@@ -158,6 +158,14 @@ class Method:
             return (f"{self.name} needs epochs > warmup_epochs ({warmup_epochs}); this cell has {epochs}: "
                     "raise epochs or lower warmup_epochs")
         return None
+
+
+def declared(cls: type) -> dict[str, Param]:
+    """The `Param`s a method class declares (its own and inherited), in declaration order."""
+    out: dict[str, Param] = {}
+    for klass in reversed(cls.__mro__):
+        out.update({k: v for k, v in vars(klass).items() if isinstance(v, Param)})
+    return out
 
 
 def chunks(n: int, batch_size: int, device=None) -> Iterator[torch.Tensor]:

@@ -83,8 +83,6 @@ DATASETS = Registry("dataset", plugin_packages=("bench.datasets",))
 MODELS = Registry("model", plugin_packages=("bench.models",))
 METHODS = Registry("method", plugin_packages=("baselines", "methods"))
 
-register_method = METHODS.register
-
 
 def list_datasets() -> list[str]:
     return DATASETS.names()

@@ -27,10 +27,7 @@ def _syncs(func, args, kwargs) -> bool:
     if name in ("__getitem__", "__setitem__") and len(args) > 1:
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
-    if name == "to":
-        target = next((a for a in list(args[1:]) + [kwargs.get("device")] if isinstance(a, (str, torch.device))), None)
-        return target is not None and torch.device(target).type == "cpu"
-    return False
+    return False  # `.to(device)` is left out: on a CPU run it cannot tell a host copy from a device move
 
 
 class _Audit(TorchFunctionMode):
@@ -46,8 +43,8 @@ class _Audit(TorchFunctionMode):
 
 
 class SyncCounter:
-    """`with counter.at("method"):` counts the syncs made inside as the method's; `harness()` the
-    engine's. Nested `at("harness")` inside a method hook (ctx.score) charges the harness."""
+    """`with counter.at("method"):` counts the syncs made inside as the method's, `at("harness")` as the
+    engine's (ctx.score inside a method hook is the harness's), `at("")` not at all (search: off the clock)."""
 
     def __init__(self, device: torch.device, audit: bool | None = None):
         self.cuda = device.type == "cuda"
@@ -55,37 +52,47 @@ class SyncCounter:
         self.enabled = self.cuda or self.audit
         self.counts = {"method": 0, "harness": 0}
         self.where = ""
+        self.suspended = 0
         self._mode = _Audit(self) if self.audit and not self.cuda else None
 
     @contextlib.contextmanager
     def at(self, where: str):
-        if not self.enabled:
+        if not self.enabled or self.suspended:
             yield
             return
-        prev, self.where = self.where, where
-        if self.cuda:
-            with warnings.catch_warnings(record=True) as got:
-                warnings.simplefilter("always")
-                before = torch.cuda.get_sync_debug_mode()
-                torch.cuda.set_sync_debug_mode(1)
-                try:
+        if where == "":
+            self.suspended += 1
+            try:
+                with self._attributed(""):
                     yield
-                finally:
-                    torch.cuda.set_sync_debug_mode(before)
-                    self.where = prev
-            self.counts[where] += sum("synchroniz" in str(w.message) for w in got)
-            return
-        if prev:  # the audit mode is already on: only the attribution changes
-            try:
-                yield
             finally:
-                self.where = prev
+                self.suspended -= 1
             return
-        with self._mode:
-            try:
+        with self._attributed(where):
+            yield
+
+    @contextlib.contextmanager
+    def _attributed(self, where: str):
+        prev, self.where = self.where, where
+        try:
+            if self.cuda:
+                with warnings.catch_warnings(record=True) as got:
+                    warnings.simplefilter("always")
+                    before = torch.cuda.get_sync_debug_mode()
+                    torch.cuda.set_sync_debug_mode(1)
+                    try:
+                        yield
+                    finally:
+                        torch.cuda.set_sync_debug_mode(before)
+                if where:
+                    self.counts[where] += sum("synchroniz" in str(w.message) for w in got)
+            elif prev or not where:  # the audit mode is on already, or nothing is counted: attribution only
                 yield
-            finally:
-                self.where = prev
+            else:
+                with self._mode:
+                    yield
+        finally:
+            self.where = prev
 
     def take(self) -> dict[str, int]:
         """Counts since the last take: {"host_syncs": method's, "harness_syncs": harness's}."""

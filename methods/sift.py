@@ -11,12 +11,15 @@ Steps
    entropies (`variant="entropy"`, the variant that needs no labels).
 2. While selecting, the static_k(keep, B) = ceil(keep * B) largest are kept; only
    they get the full forward and backward pass (the engine's step).
-3. Exit head. `head="fitted"` (default): a linear layer on the exit's pooled features
-   (a CNN's stage k, a transformer's [CLS] at layer k), owned by the method and
-   fitted on the detached features with Adam, `head_steps` steps on every drawn
-   batch, so it never changes the trunk's gradients. `head="own"`: the model's own
-   head applied at layer k where it has one (timm ViT, HF BERT: the paper's BERT
-   setting); the exit must then be a layer that trains.
+3. Exit head. `head="fitted"` (default): a linear map from the exit's pooled features
+   (a CNN's stage k, a transformer's [CLS] at layer k, plus a constant) to the one-hot
+   label, fitted in closed form (ridge regression) on the detached features of every
+   drawn batch, with sufficient statistics that decay over about an epoch so the fit
+   follows the trunk as it trains; it never touches the trunk's gradients. Its
+   approximate loss is the squared error of that map (its entropy variant: of the
+   softmax of it). `head="own"`: the model's own head applied at layer k where it has
+   one (timm ViT, HF BERT: the paper's BERT setting), scored by cross-entropy; the
+   exit must then be a layer that trains.
 4. Selection starts only once the exit can rank: at the end of every epoch the
    Spearman correlation between exit losses and full-model losses (eval mode) is
    measured on `probe_size` training samples held out from the head's fit (drawn once
@@ -33,13 +36,16 @@ When it acts: drop 0 (every sample kept) or a single epoch (nothing left after t
 check) is refused.
 
 Our choices (left open by the paper)
-- The threshold 0.5 and the probe of 256 held-out samples; the head's Adam at 1e-3,
-  4 steps per drawn batch, on all candidates but the probe's.
+- The threshold 0.5 and the probe of 256 held-out samples; a closed-form (ridge) head
+  in place of a trained linear layer: no learning rate to tune, and no optimizer step
+  that reads a value on the host; ridge 1e-3 of the features' mean square; its
+  statistics decay by 1 - B / N a batch (a memory of about one epoch).
 - The last, smaller batch of an epoch keeps static_k(keep, its size).
 - The default keep comes from the harness drop ratio (the paper's default is keep 0.5).
 
-Host syncs: none per step (exit, head fit and top-k stay on ctx.device); the epoch-end
-probe reads its losses once.
+Host syncs: none per step (exit, head fit and top-k stay on ctx.device); at each epoch's end
+the probe reads its correlation and the head's accuracy (5 reads), and the kept samples'
+class mix once selecting (1).
 """
 from __future__ import annotations
 
@@ -48,16 +54,45 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, Method, Param, register, static_k
+from bench.method import Method, Param, register, static_k
 
 
-def approx_scores(logits: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
-    """Per-sample cross-entropy (variant "loss") or predictive entropy (variant "entropy")."""
+def approx_scores(logits: torch.Tensor, labels: torch.Tensor | None, variant: str, squared: bool = False) -> torch.Tensor:
+    """Per-sample loss (variant "loss": cross-entropy, or with `squared` the squared error against the
+    one-hot label) or predictive entropy (variant "entropy")."""
     logits = logits.float()
     if variant == "entropy":
         logp = F.log_softmax(logits, 1)
         return -(logp.exp() * logp).sum(1)
+    if squared:
+        return (logits - F.one_hot(labels, logits.shape[1]).float()).pow(2).sum(1)
     return F.cross_entropy(logits, labels, reduction="none")
+
+
+class RidgeHead:
+    """A linear map features -> one-hot labels, refitted in closed form after every update from decayed
+    sufficient statistics (X'X, X'Y); a constant feature gives it a bias. All on the device, no host read."""
+
+    def __init__(self, dim: int, classes: int, decay: float, device, ridge: float = 1e-3):
+        self.xx = torch.zeros(dim + 1, dim + 1, device=device)
+        self.xy = torch.zeros(dim + 1, classes, device=device)
+        self.w = torch.zeros(dim + 1, classes, device=device)
+        self.decay, self.ridge, self.classes = decay, ridge, classes
+
+    @staticmethod
+    def _x(features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([features, torch.ones(len(features), 1, device=features.device)], 1)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return self._x(features) @ self.w
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> None:
+        x = self._x(features) * weight.unsqueeze(1)
+        self.xx.mul_(self.decay).add_(x.t() @ x)
+        self.xy.mul_(self.decay).add_(x.t() @ F.one_hot(labels, self.classes).float())
+        eye = torch.eye(len(self.xx), device=self.xx.device)
+        lam = self.ridge * self.xx.diagonal().mean().clamp_min(1e-12)
+        self.w = torch.linalg.solve_ex(self.xx + lam * eye, self.xy)[0]
 
 
 @register
@@ -66,8 +101,6 @@ class SIFT(Method):
     exit_layer = Param(1, "[1, inf)", doc="stages (layers) before the early exit")
     variant = Param("loss", choices=("loss", "entropy"), doc="rank by exit loss, or by exit entropy")
     head = Param("fitted", choices=("fitted", "own"), doc="a linear head fitted on the exit, or the model's own")
-    head_lr = Param(1e-3, "(0, inf)", doc="Adam learning rate of the fitted head")
-    head_steps = Param(4, "[1, inf)", doc="Adam steps of the fitted head per drawn batch")
     corr_threshold = Param(0.5, "[-1, 1]", doc="held-out rank correlation of exit and full losses that starts selection")
     probe_size = Param(256, "[16, inf)", doc="training samples held out from the head's fit, for that correlation")
 
@@ -87,8 +120,7 @@ class SIFT(Method):
         self.probe = self.randperm(ctx.n_train)[:n_probe].sort().values
         self.fit_weight = torch.ones(ctx.n_train, device=ctx.device)
         self.fit_weight[self.probe] = 0.0  # held out from the head's fit
-        self.fc: torch.nn.Linear | None = None
-        self.opt: torch.optim.Optimizer | None = None
+        self.fc: RidgeHead | None = None
         self.selecting = False
         self.start_epoch = -1
         self.corr_at_start = float("nan")
@@ -97,16 +129,8 @@ class SIFT(Method):
 
     # -- the exit and its head
 
-    def _fit(self, features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> None:
-        with torch.enable_grad():
-            for _ in range(self.head_steps):
-                loss = (F.cross_entropy(self.fc(features), labels, reduction="none") * weight).sum() / weight.sum().clamp_min(1)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-
     def exit_logits(self, indices: torch.Tensor, fit: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exit logits of these samples (scored before the head's update) and their labels."""
+        """Exit outputs of these samples (from the head as it was before this batch's update) and their labels."""
         out = self.ctx.early_exit(indices, k=self.exit_layer)
         labels = self.ctx.labels[indices]
         if self.head == "own":
@@ -116,13 +140,15 @@ class SIFT(Method):
             return out.logits, labels
         features = out.features.detach().float()
         if self.fc is None:
-            self.fc = torch.nn.Linear(features.shape[1], self.ctx.num_classes).to(self.ctx.device)
-            self.opt = torch.optim.Adam(self.fc.parameters(), lr=self.head_lr)
-        with torch.no_grad():
-            logits = self.fc(features)
+            decay = max(0.0, 1.0 - self.ctx.batch_size / self.ctx.n_train)
+            self.fc = RidgeHead(features.shape[1], self.ctx.num_classes, decay, self.ctx.device)
+        logits = self.fc(features)
         if fit:
-            self._fit(features, labels, self.fit_weight[indices])
+            self.fc.update(features, labels, self.fit_weight[indices])
         return logits, labels
+
+    def approx(self, logits: torch.Tensor, labels: torch.Tensor, variant: str) -> torch.Tensor:
+        return approx_scores(logits, labels, variant, squared=self.head == "fitted")
 
     # -- the hooks
 
@@ -133,13 +159,13 @@ class SIFT(Method):
                 yield batch
                 continue
             k = static_k(self.keep, len(batch))
-            pos = torch.topk(approx_scores(logits, labels, self.variant), k).indices.sort().values
-            self.kept += torch.bincount(labels[pos], minlength=self.ctx.num_classes).float()
+            pos = torch.topk(self.approx(logits, labels, self.variant), k).indices.sort().values
+            self.kept += F.one_hot(labels[pos], self.ctx.num_classes).sum(0)
             yield batch.take(pos)
 
     def end_epoch(self, epoch: int) -> None:
         logits, labels = self.exit_logits(self.probe, fit=False)
-        approx = approx_scores(logits, labels, "loss")
+        approx = self.approx(logits, labels, "loss")
         full = self.ctx.score(self.probe).losses.float()
         corr = spearman(approx, full)
         head_acc = float((logits.argmax(1) == labels).float().mean())

@@ -75,8 +75,9 @@ Our choices (left open by the paper or by the harness budget)
   torch.random.fork_rng seeded from a CPU generator seeded from ctx.generator, so the
   search is reproducible and the global RNG the harness checkpoints is untouched.
 
-Host syncs: none per step (the draw runs on ctx.device); the search reads its trials'
-accuracies and GP on the host, as search work.
+Host syncs: none per step (the draw runs on ctx.device); one per sampled epoch at drop > 0
+(a draw without replacement checks there are enough samples with weight). The search reads
+its trials' accuracies and runs its GP on the host: search work, not counted.
 """
 from __future__ import annotations
 

@@ -76,8 +76,6 @@ def test_same_seed_same_plan_replay():
     assert not torch.equal(a.epochs[0].indices, c.epochs[0].indices)
 
 
-@pytest.mark.xfail(strict=True, raises=BenchError,
-                   reason="bug: an epoch with no step ('' in the plan) makes epoch_indices torch.cat an empty list")
 def test_plan_epoch_without_steps_trains_nothing():
     rec = drive("random_subset", epochs=3, params={"plan": "64x2;;64x1"}, n=1000, batch_size=64)
     assert [ep.sizes for ep in rec.epochs] == [[64, 64], [], [64]]

@@ -4,10 +4,9 @@ import json
 import pytest
 import torch
 
-from bench import tracking
-from bench.cell import run_cell
-from bench.method import Context, num_batches
-from conftest import tiny_cell
+from bench.errors import BenchError
+from bench.method import num_batches
+from fakes import drive, make
 from methods.swift_sampler import (
     KNOTS,
     _SamplerTrial,
@@ -106,79 +105,110 @@ def test_bo_loop_beats_its_first_random_candidates(one_thread):
     assert objective(best_x) == pytest.approx(best_y)
 
 
-class FakeCtx(Context):
-    def __init__(self, n):
-        self.n_train, self.batch_size = n, 16
-        self.generator = torch.Generator().manual_seed(0)
+N, B = 256, 64
+
+
+def search_params(**kw):
+    return {"warmup_epochs": 1, "bo_steps": 3, "init_random": 2, "fine_tune_epochs": 1, **kw}
+
+
+def accuracies(*values):
+    """A trial accuracy per candidate, in turn."""
+    it = iter(values)
+    return lambda method: next(it)
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.5])
 def test_trial_method_draws_keep_n_by_the_sampler(drop):
     probs = torch.zeros(100, dtype=torch.float64)
     probs[:60] = 1 / 60
-    m = _SamplerTrial(drop, probs)
-    m.setup(FakeCtx(100))
-    idx = m.epoch_indices(0).indices
-    assert len(idx) == m.epoch_size(0) == round((1 - drop) * 100)
-    assert (idx < 60).all()
-    if drop > 0:  # without replacement
-        assert len(set(idx.tolist())) == len(idx)
-    else:  # with replacement: 100 draws from 60 samples must repeat
-        assert len(set(idx.tolist())) < len(idx)
+    rec = drive(_SamplerTrial(drop, probs), epochs=2, n=100, batch_size=16)
+    for ep in rec.epochs:
+        idx = ep.indices
+        assert ep.samples == ep.planned == round((1 - drop) * 100) and (idx < 60).all()
+        if drop > 0:  # without replacement
+            assert len(torch.unique(idx)) == len(idx)
+        else:  # with replacement: 100 draws from 60 samples must repeat
+            assert len(torch.unique(idx)) < len(idx)
 
 
-def test_real_cell_search_is_counted_and_the_sampler_transfers(store, tmp_path, one_thread):
-    n, keep = 256, round(0.1 * 256)
-    params = {"warmup_epochs": 1, "bo_steps": 3, "init_random": 2, "fine_tune_epochs": 1, "final": "continue"}
-    res = run_cell(tiny_cell(method="swift_sampler", drop=0.9, epochs=2, params=params), log=lambda *_: None)
-    m = res.metrics
-    assert m["total_backwards"] == n + keep and m["total_steps"] == num_batches(n, 64) + num_batches(keep, 64)
-    assert m["total_selection_forwards"] == 0  # the feature pass on w0 is part of the search:
-    assert m["total_search_forwards"] >= n + 3 * keep  # it and the trials' forwards are search work
-    assert m["total_search_backwards"] == 3 * keep  # 3 candidates x 1 fine-tune epoch of keep samples
-    assert m["search_seconds"] > 0
-    path = tracking.client().download_artifacts(res.run_id, "swift_sampler.json", str(tmp_path))
-    saved = json.loads(open(path).read())
-    assert len(saved["history"]) == 3 and saved["best_val_acc"] == max(h["val_acc"] for h in saved["history"])
+def test_search_is_counted_and_the_best_candidate_is_logged(one_thread):
+    keep = round(0.1 * N)
+    rec = drive("swift_sampler", epochs=2, drop=0.9, params=search_params(final="continue"), n=N, batch_size=B,
+                trial_accuracy=accuracies(0.3, 0.7, 0.5))
+    c = rec.counts
+    assert [ep.samples for ep in rec.epochs] == [N, keep]  # final=continue: the shared start is the main run's
+    assert c.backwards == N + keep and c.steps == num_batches(N, B) + num_batches(keep, B)
+    assert c.selection_forwards == 0  # the feature pass on w0 is part of the search:
+    assert c.search_forwards == N + 3 * keep  # it and the trials' forwards are search work
+    assert c.search_backwards == 3 * keep  # 3 candidates x 1 fine-tune epoch of keep samples
+    assert rec.epochs[1].counts.search_backwards == c.search_backwards  # searched when epoch 1 drew its samples
+    saved = rec.ctx.artifacts["swift_sampler.json"]
+    hist = saved["history"]
+    assert [h["val_acc"] for h in hist] == [0.3, 0.7, 0.5] and saved["best_val_acc"] == 0.7
+    assert saved["knots"] == [hist[1]["knots"][i * KNOTS:(i + 1) * KNOTS] for i in range(2)]  # the best candidate's
     assert torch.tensor(saved["knots"]).shape == (2, KNOTS) and saved["transform"] == "cgf"
-    # transfer: a saved sampler skips the search
-    res = run_cell(tiny_cell(method="swift_sampler", drop=0.9, epochs=2, seed=1,
-                             params={"warmup_epochs": 1, "sampler_path": path, "final": "continue"}), log=lambda *_: None)
-    m = res.metrics
-    assert m["total_search_backwards"] == 0 and m["total_backwards"] == n + keep
-    assert m["total_selection_forwards"] == 0 and m["total_search_forwards"] == n  # only the feature pass
+    assert all(0 <= v <= 1 for h in hist for v in h["knots"])
 
 
-def test_final_training_from_scratch_counts_the_shared_start_as_search(store, one_thread):
-    n, keep = 256, round(0.5 * 256)
-    params = {"warmup_epochs": 1, "bo_steps": 2, "init_random": 2, "fine_tune_epochs": 1}
-    res = run_cell(tiny_cell(method="swift_sampler", drop=0.5, epochs=2, params=params), log=lambda *_: None)
-    m = res.metrics
-    assert m["total_backwards"] == 2 * keep  # every epoch of the main run draws by the sampler
-    assert m["total_search_backwards"] == n + 2 * keep  # shared start (1 uniform epoch) + 2 trials
-    assert m["total_selection_forwards"] == 0  # the feature pass on w0 happens inside the search
-    assert m["total_search_forwards"] >= 2 * n + 2 * keep
-    assert m["search_seconds"] > 0
+def test_a_saved_sampler_skips_the_search_and_drives_the_final_draws(tmp_path):
+    # a sampler that only weights the top quarter of the loss (cdf), whatever the entropy
+    path = tmp_path / "swift_sampler.json"
+    path.write_text(json.dumps({"knots": [[0, 0, 0, 0, 1], [1, 1, 1, 1, 1]], "transform": "cdf", "combine": "product"}))
+    losses = torch.rand(N, generator=torch.Generator().manual_seed(3))
+    keep = round(0.1 * N)
+    rec = drive("swift_sampler", epochs=3, drop=0.9, params={"warmup_epochs": 1, "sampler_path": str(path),
+                                                             "final": "continue"}, n=N, batch_size=B, losses=losses)
+    c = rec.counts
+    assert c.search_backwards == 0 and c.search_forwards == N  # only the feature pass
+    assert c.backwards == N + 2 * keep and c.selection_forwards == 0
+    for ep in rec.epochs[1:]:
+        assert ep.samples == keep and len(torch.unique(ep.indices)) == keep  # drop > 0: without replacement
+        assert (losses[ep.indices] > losses.quantile(0.75)).all()
+    with pytest.raises(BenchError, match="not a file"):
+        make("swift_sampler", 0.5, sampler_path=str(tmp_path / "missing.json"))
 
 
-def test_scratch_mode_restores_the_initial_weights_and_acts_at_drop_zero(one_thread):
-    from bench.cell import prepare
-    from bench.engine import HarnessContext, Trainer
-    from bench.timing import StageTimer
+def test_final_training_from_scratch_counts_the_shared_start_as_search(one_thread):
+    keep = round(0.5 * N)
+    rec = drive("swift_sampler", epochs=2, drop=0.5, params=search_params(bo_steps=2), n=N, batch_size=B)
+    c = rec.counts
+    assert [ep.samples for ep in rec.epochs] == [keep, keep]  # every epoch of the main run draws by the sampler
+    assert c.search_backwards == N + 2 * keep  # shared start (1 uniform epoch) + 2 trials
+    assert c.selection_forwards == 0  # the feature pass on w0 happens inside the search
+    assert c.search_forwards == 2 * N + 2 * keep
+    assert rec.epochs[0].counts.search_backwards == c.search_backwards  # all of it before the first step
 
-    cfg = tiny_cell(method="swift_sampler", drop=0.0, params={"warmup_epochs": 1, "bo_steps": 1, "init_random": 1,
-                                                               "fine_tune_epochs": 1})
-    m, data, model = prepare(cfg)
-    dev = torch.device("cpu")
-    trainer = Trainer(cfg, data, model, dev, StageTimer(dev))
-    ctx = HarnessContext(trainer, cfg.drop, cfg.epochs, cfg.seed)
-    m.setup(ctx)
-    initial = {k: v.clone() for k, v in ctx.model.state_dict().items()}
-    trainer.timer.start()
-    m.start_epoch(0)
-    assert all(torch.equal(v, initial[k]) for k, v in ctx.model.state_dict().items())
-    assert ctx.counts.search_backwards > 0 and m.probs is not None
-    idx = m.epoch_indices(0).indices
-    assert len(idx) == ctx.n_train and len(set(idx.tolist())) < ctx.n_train  # drop 0: draws with replacement
-    assert m.refuse(1) is None
-    assert "final=scratch" in type(m).build(0.5, {"final": "continue"}).refuse(2)
+
+def test_scratch_mode_searches_from_w0_then_restores_the_initial_weights(one_thread):
+    model = torch.nn.Linear(4, 10)
+    initial = float(model.weight.detach().sum())
+    seen = []
+
+    def step(m, batch):  # a training step moves every weight by 1
+        seen.append((m is model, float(m.weight.detach().sum())))
+        m.weight.data += 1.0
+
+    feature_pass = []
+
+    def losses(idx, epoch):
+        if len(idx) == N:  # the feature pass scores all data at once
+            feature_pass.append(float(model.weight.detach().sum()))
+        return torch.rand(len(idx), generator=torch.Generator().manual_seed(len(seen)))
+
+    params = {"warmup_epochs": 1, "bo_steps": 1, "init_random": 1, "fine_tune_epochs": 1}
+    rec = drive("swift_sampler", epochs=1, drop=0.0, params=params, n=N, batch_size=B, model=model, step=step,
+                losses=losses)
+    steps_w0 = num_batches(N, B)  # the shared start's uniform epoch, on a copy
+    assert feature_pass == [pytest.approx(initial + steps_w0 * model.weight.numel())]  # features of w0
+    main = [w for is_main, w in seen if is_main]
+    assert main[0] == pytest.approx(initial)  # the main run starts from the initial weights
+    assert rec.counts.search_backwards > 0
+    idx = rec.epochs[0].indices
+    assert len(idx) == N and len(torch.unique(idx)) < N  # drop 0: N draws with replacement
+
+
+def test_only_continue_mode_needs_epochs_after_the_shared_start():
+    assert make("swift_sampler", 0.0).refuse(1) is None
+    assert "final=scratch" in make("swift_sampler", 0.5, final="continue").refuse(2)
+    assert make("swift_sampler", 0.5, final="continue").refuse(3) is None

@@ -3,7 +3,6 @@ import ast
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,10 @@ from torch import nn
 
 from bench.data import RawData, load_data, register_dataset
 from bench.errors import BenchError
-from bench.method import Batch, Method, MethodError, call_hook, checked_batches
+from bench import hooks
+from bench.hooks import MethodError
+from bench.method import Batch, Method
+from fakes import FakeContext
 from bench.models import Classifier, Exit, InputSpec, create_model, register_model, tokenizer_for
 from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_models
 
@@ -212,12 +214,12 @@ def test_a_cell_trains_on_a_dataset_and_model_registered_in_the_test(method, scr
 
     _register_blobs(), _register_two_layer()
     cfg = tiny_cell(model="two_layer", dataset="blobs", method=method, drop=0.5 if method == "sift" else 0.0,
-                    params={"head_warmup_epochs": 0} if method == "sift" else {}, batch_size=32, train_limit=None, eval_limit=None, epochs=3, lr=0.05)
+                    params={"corr_threshold": -1.0} if method == "sift" else {}, batch_size=32, train_limit=None, eval_limit=None, epochs=3, lr=0.05)
     cfg.check_names()
     res = run_cell(cfg, log=lambda *_: None)
     assert res.status == "finished" and res.metrics["final_val_acc"] > 0.5  # chance is 0.25
-    if method == "sift":  # scored by the model's early exit: partial forwards, half the backwards
-        assert res.metrics["total_partial_forwards"] > 0 and res.metrics["backward_fraction"] == pytest.approx(0.5, abs=0.02)
+    if method == "sift":  # scored by the model's early exit; selecting after the first epoch: 1/3 + 2/3 x 1/2 backwards
+        assert res.metrics["total_partial_forwards"] > 0 and res.metrics["backward_fraction"] == pytest.approx(2 / 3, abs=0.02)
 
 
 def test_register_model_rejects_a_text_model_without_tokenizer():
@@ -229,8 +231,15 @@ def test_register_model_rejects_a_text_model_without_tokenizer():
 
 
 def _setup(method: Method, n: int = 10) -> Method:
-    method.setup(types.SimpleNamespace(n_train=n, batch_size=4, generator=torch.Generator().manual_seed(0)))
+    hooks.setup(method, FakeContext(n=n, batch_size=4, epochs=2))
     return method
+
+
+def _batches(method: Method, epoch: int = 0) -> list:
+    checker = hooks.BatchChecker(method, method.ctx.n_train)
+    out = list(checker.batches(epoch))
+    checker.finish()
+    return out
 
 
 class OutOfRange(Method):
@@ -240,66 +249,72 @@ class OutOfRange(Method):
         return Batch(torch.arange(self.ctx.n_train) + 5)
 
 
-class ShortEpoch(Method):
-    name = "short_epoch"
+class NotABatch(Method):
+    name = "not_a_batch"
 
-    def epoch_indices(self, epoch):
-        return Batch(torch.arange(self.ctx.n_train - 3))
-
-
-class BadSelect(Method):
-    name = "bad_select"
-
-    def select(self, batch):
-        return batch.indices.tolist()  # not a Batch
+    def batches(self, epoch):
+        yield torch.arange(3).tolist()  # not a Batch
 
 
 class Broken(Method):
     name = "broken"
 
-    def start_epoch(self, epoch):
+    def end_epoch(self, epoch):
         self.helper(epoch)
 
     def helper(self, epoch):
         return {}["missing"]
 
 
+class LongerThanPlanned(Method):
+    name = "longer_than_planned"
+
+    def epoch_size(self, epoch):
+        return self.ctx.n_train // 2  # says half, visits all: the LR plan is off, and the table says so
+
+
 def test_indices_out_of_range_name_the_method_and_the_hook():
-    with pytest.raises(MethodError, match=r"method out_of_range: epoch_indices gave index 14 outside \[0, 10\)"):
-        list(checked_batches(_setup(OutOfRange()), 0, 10))
-
-
-def test_fewer_samples_than_epoch_size_promised_fail():
-    with pytest.raises(MethodError, match=r"short_epoch: epoch_indices\(0\) gave 7 samples but epoch_size\(0\) promised 10"):
-        list(checked_batches(_setup(ShortEpoch()), 0, 10))
+    with pytest.raises(MethodError, match=r"method out_of_range: batches gave an index outside \[0, 10\)"):
+        _batches(_setup(OutOfRange()))
 
 
 def test_a_batch_that_is_not_a_batch_fails_with_the_hook_named():
-    with pytest.raises(MethodError, match="bad_select: batches must give a Batch"):
-        list(checked_batches(_setup(BadSelect()), 0, 10))
+    with pytest.raises(MethodError, match="not_a_batch: batches must give a Batch"):
+        _batches(_setup(NotABatch()))
 
 
 def test_an_exception_in_a_hook_becomes_one_line_naming_method_hook_and_line():
     with pytest.raises(MethodError) as e:
-        call_hook(_setup(Broken()), "start_epoch", 0)
+        hooks.call_hook(_setup(Broken()), "end_epoch", 0)
     msg = str(e.value)
-    assert msg.startswith("method broken: start_epoch raised KeyError: 'missing' (") and "test_plugins.py:" in msg
+    assert msg.startswith("method broken: end_epoch raised KeyError: 'missing' (") and "test_plugins.py:" in msg
     assert "\n" not in msg and isinstance(e.value, BenchError) and isinstance(e.value.__cause__, KeyError)
 
 
 def test_a_good_method_passes_the_checks_unchanged():
     m = _setup(Method())
-    got = torch.cat([b.indices for b in checked_batches(m, 0, 10)])
-    assert sorted(got.tolist()) == list(range(10)) and call_hook(m, "steps_in_epoch", 0) == 3
+    got = torch.cat([b.indices for b in _batches(m)])
+    assert sorted(got.tolist()) == list(range(10)) and [len(b) for b in _batches(m)] == [4, 4, 2]
     assert "uniform" in METHODS
 
 
-def test_a_size_declared_as_a_forecast_may_differ():
-    class Forecast(ShortEpoch):
-        name = "forecast"
-        epoch_size_is_estimate = True
+def test_a_method_that_misses_its_epoch_plan_is_flagged_in_the_table(store):
+    from bench.cell import run_cell
+    from bench.report.metrics import notes
+    from conftest import tiny_cell
 
-    assert sum(len(b) for b in checked_batches(_setup(Forecast()), 0, 10)) == 7
+    METHODS.register(LongerThanPlanned)
+    try:
+        res = run_cell(tiny_cell(method="longer_than_planned", epochs=2), log=lambda *_: None)
+    finally:
+        METHODS._entries.pop("longer_than_planned")
+    assert res.metrics["plan_step_error"] == pytest.approx(1.0)  # twice the steps it planned for
+    import pandas as pd
+
+    from bench.report.metrics import Group
+
+    g = Group({}, pd.DataFrame([res.metrics]), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    assert "+100% optimizer steps against the plan" in notes(g)
 
 
 def test_a_cell_whose_method_returns_bad_indices_stops_with_one_named_error(store):
@@ -308,7 +323,7 @@ def test_a_cell_whose_method_returns_bad_indices_stops_with_one_named_error(stor
 
     METHODS.register(OutOfRange)
     try:
-        with pytest.raises(MethodError, match="method out_of_range: epoch_indices gave index"):
+        with pytest.raises(MethodError, match="method out_of_range: batches gave an index outside"):
             run_cell(tiny_cell(method="out_of_range", epochs=1), log=lambda *_: None)
     finally:
         METHODS._entries.pop("out_of_range")

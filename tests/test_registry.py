@@ -1,5 +1,6 @@
 import pytest
 
+from bench import hooks
 from bench.errors import BenchError
 from bench.registry import DATASETS, METHODS, MODELS, list_datasets, list_methods, list_models
 
@@ -27,10 +28,24 @@ def test_every_method_is_documented_and_builds_with_defaults(name):
     import sys
 
     assert (cls.__doc__ or sys.modules[cls.__module__].__doc__), f"{name} has no docstring"
-    method = cls.build(0.5, {})
+    method = hooks.build(cls, 0.5, {})
     assert method.keep == pytest.approx(0.5)
     with pytest.raises(BenchError, match="no parameter"):
-        cls.build(0.5, {"no_such_parameter": 1})
+        hooks.build(cls, 0.5, {"no_such_parameter": 1})
+    for name, p in hooks.declared(cls).items():  # every declared parameter says what it is and takes its default
+        assert p.doc, f"{cls.name}.{name} has no doc"
+        assert hooks.check_param(cls.name, name, p, p.default) == p.default or p.default is None
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"beta": -1}, r"beta must be in \[0, inf\)"), ({"history": 1.5}, "history must be an integer"),
+    ({"beta": True}, "beta must be a number"), ({"history": 0}, r"history must be in \[1, inf\)"),
+])
+def test_declared_parameters_are_checked_in_one_line(params, message):
+    with pytest.raises(BenchError, match=message):
+        hooks.build(METHODS.get("selective_backprop"), 0.5, params)
+    with pytest.raises(BenchError, match="variant must be one of loss, entropy"):
+        hooks.build(METHODS.get("sift"), 0.5, {"variant": "nope"})
 
 
 @pytest.fixture
@@ -42,17 +57,8 @@ def scratch_methods():
     METHODS._entries.update(saved)
 
 
-def test_register_method_works_bare_and_called(scratch_methods):
+def test_register_works_bare_and_called(scratch_methods):
     from bench.method import Method, register
-    from bench.registry import register_method
-
-    @register_method
-    class A(Method):
-        name = "spelling_a"
-
-    @register_method()
-    class B(Method):
-        name = "spelling_b"
 
     @register
     class C(Method):
@@ -66,17 +72,16 @@ def test_register_method_works_bare_and_called(scratch_methods):
     class E(Method):  # no own name: takes the registered one
         pass
 
-    for cls in (A, B, C, D, E):  # still the class, not a decorator function
+    for cls in (C, D, E):  # still the class, not a decorator function
         assert isinstance(cls, type) and METHODS.get(cls.name) is cls
     assert E.name == "spelling_e"
 
 
 def test_wrong_registrations_fail_loudly(scratch_methods):
     from bench.method import Method, register
-    from bench.registry import register_method
 
     with pytest.raises(TypeError, match="set `name"):
-        @register_method
+        @register
         class NoName(Method):
             pass
 
@@ -91,7 +96,7 @@ def test_wrong_registrations_fail_loudly(scratch_methods):
             pass
 
     with pytest.raises(TypeError, match="names are strings"):
-        register_method(3)
+        METHODS.register(3)
     with pytest.raises(ValueError, match="registered twice"):
         @register
         class Twin(Method):
