@@ -328,8 +328,8 @@ class NoDrop(Method):
     name = "no_drop"
     uses_drop = False
 
-    def active_share(self):
-        return 0.25
+    def run_metrics(self):
+        return {"active_share": 0.25}
 
 
 def test_method_refusal_is_one_line_for_runs_and_suites(store, monkeypatch, tmp_path):

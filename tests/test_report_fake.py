@@ -8,6 +8,7 @@ import pytest
 
 from bench import report, tracking
 from bench.errors import BenchError
+from bench.method import Method
 from bench.registry import METHODS
 from bench.report import Metric, register_metric, register_plot
 from bench.report.metrics import METRICS
@@ -20,20 +21,16 @@ EPOCHS, N = 3, 100
 PLAN = {
     "uniform": (1.0, 0.0, {}),
     "random_subset": (1.0, -0.01, {}),  # identical time to uniform, per seed: its interval holds 1
-    "sift": (0.5, 0.0, {"total_partial_forwards": 50.0, "partial_forward_cost": 0.25, "active_share": 0.0}),
+    "sift": (0.5, 0.0, {"total_partial_forwards": 50.0, "total_exit1": 50.0, "active_share": 0.0}),
     "infobatch": (0.8, 0.0, {"forward_slow": 3.0}),  # forwards 3x slower per sample: contention
     "fake_unfaithful": (0.9, 0.0, {}),
 }
 
 
-class Unfaithful:
+class Unfaithful(Method):
     name = "fake_unfaithful"
     faithful = False
     caveat = "a made-up shortcut"
-
-    @classmethod
-    def build(cls, drop, params):
-        return cls()
 
 
 def _suite(paper=None):
@@ -45,6 +42,8 @@ def _suite(paper=None):
 def log_run(cfg, metrics_by_step, final, status="finished", tags=None):
     run = tracking.CellRun(cfg.key(HW), name="fake")
     run.params({"model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "drop": cfg.drop, "n_train": N})
+    if tags and tags.get("batch_plan") is None:
+        tags = {k: v for k, v in tags.items() if k != "batch_plan"}
     run.tags({"config_key": cfg.config_key(), "hardware": HW, "faithful": True, "git_commit": "fake", **(tags or {})})
     for step, m in metrics_by_step.items():
         run.metrics(m, step)
@@ -80,9 +79,12 @@ def fake_metrics(cfg):
              "stage_forward_seconds": fwd_seconds, "stage_backward_seconds": 0.02 * bwd,
              "stage_optimizer_seconds": 0.001 * bwd, "stage_data_seconds": 0.5,
              **{k: v for k, v in extra.items() if k != "forward_slow"}}
-    if cfg.method == "sift" and cfg.drop == 0.5:  # its shape calls for random_subset at 0.5 as its control;
-        final.update(full_epochs=0, selective_keep=0.5)  # at 0.8 it logged none (a run from before controls)
+    final.update(cost_forward_s=0.01, cost_backward_s=0.02, cost_score_s=0.005, cost_partial1_s=0.004,
+                 work_fraction=(bwd * 0.03 + 0.004 * extra.get("total_exit1", 0.0)) / (0.03 * N * EPOCHS))
     return {**by_step, **probes}, final
+
+
+SIFT_PLAN = "25x2;25x2;25x2"  # sift at 0.5 logs a plan: its selection control replays it; at 0.8 it logs none
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +101,27 @@ def fake(tmp_path_factory):
                 log_run(cfg, {0: {"val_acc": 0.1}}, {}, status="diverged",
                         tags={"diverged_epoch": 1, "diverged_step": 17})
                 continue
-            log_run(cfg, by_step, final)
+            plan = SIFT_PLAN if cfg.method == "sift" and cfg.drop == 0.5 else None
+            log_run(cfg, by_step, final, tags={"batch_plan": plan} if plan else None)
+            if plan:  # its selection control, as the runner would have run it: random_subset's numbers
+                ctl = cfg.replace(method="random_subset", drop=0.0, params={"plan": plan})
+                by_step, final = fake_metrics(cfg.replace(method="random_subset"))
+                log_run(ctl, by_step, final)
+            if cfg.method == "sift" and cfg.drop == 0.5:  # and its cost control (its early exits cost work)
+                from bench.controls import cost_control
+
+                m = {**final, "total_selection_forwards": 0, "total_exit1": 50.0, "total_partial_forwards": 50.0}
+                cost = cost_control(cfg, m, N)
+                by_step, final = fake_metrics(cfg.replace(method="random_subset"))
+                backwards = cost.epochs * round((1 - cost.drop) * N)
+                log_run(cost, by_step, {**final, "final_test_acc": final["final_test_acc"] + 0.02,
+                                        "total_backwards": backwards})
         runs = report.collect(suite)
         yield SimpleNamespace(suite=suite, root=root, runs=runs, s=report.summary(runs, suite))
 
 
-def _row(s, method, drop, control_of=""):
-    r = s[(s["method"] == method) & (s["drop"] == drop) & (s["control_of"] == control_of)]
+def _row(s, method, drop, control_of="", kind=""):
+    r = s[(s["method"] == method) & (s["drop"] == drop) & (s["control_of"] == control_of) & (s["control_kind"] == kind)]
     assert len(r) == 1, (method, drop, control_of)
     return r.iloc[0]
 
@@ -138,7 +154,7 @@ def test_delta_acc_paired_with_interval(fake):
     assert r["acc_change_pts"] == pytest.approx(-1.0) and r["acc_change_pts_n"] == 3
     assert r["acc_change_pts_ci_low"] == pytest.approx(-1.0) == r["acc_change_pts_ci_high"]
     md = report.render(fake.s)
-    assert _md_row(md, "random_subset", "0.8")[_column(md, "Δ acc vs uniform (pts)")] == "-1.00 (-1.00 to -1.00)"
+    assert _md_row(md, "random_subset", "0.8")[_column(md, "Δ acc vs uniform (pts)")] == "-1.00 (-1.00 to -1.00) 0/3"
 
 
 def test_flags_never_on_and_contention(fake):
@@ -189,15 +205,23 @@ def test_not_faithful_lists_every_row(fake, tmp_path, monkeypatch):
     assert _md_row(md, "fake_unfaithful", "0.5")[_column(md, "faithful")] == "**no**"
 
 
-def test_matched_control_row(fake):
+def test_both_control_rows_follow_their_method(fake):
     md = report.render(fake.s)
-    ctrl = _row(fake.s, "random_subset", 0.5, control_of="sift")
-    assert ctrl["n_seeds"] == 3
+    sel = _row(fake.s, "random_subset", 0.5, control_of="sift", kind="selection")
+    assert len(fake.s[(fake.s["control_of"] == "sift")]) == 2
     names = [ln.split("|")[3].strip() for ln in md.splitlines()[2:]]
-    assert names.index("random_subset [control for sift]") == names.index("sift") + 2  # after sift's two drops
+    i = names.index("sift")
+    assert names[i + 1:i + 3] == ["cost control [sift]", "selection control [sift]"] or \
+        names[i + 2:i + 4] == ["cost control [sift]", "selection control [sift]"]
     sift = _row(fake.s, "sift", 0.5)
-    assert sift["acc_change_control_pts"] == pytest.approx(1.0)  # the control carries random_subset's -0.01 and sift["acc_change_control_pts_n"] == 3
-    assert math.isnan(_row(fake.s, "sift", 0.8)["acc_change_control_pts"])  # no control at 0.8
+    assert sift["acc_vs_selection_pts"] == pytest.approx(1.0) and sift["acc_vs_selection_pts_n"] == 3
+    assert sift["acc_vs_cost_pts"] == pytest.approx(-1.0)  # the cost control was logged 2 points above the subset
+    assert 0.97 <= sift["cost_work_ratio"] <= 1.03
+    assert math.isnan(_row(fake.s, "sift", 0.8)["acc_vs_selection_pts"])  # no plan logged at 0.8: no control
+    assert sel["n_seeds"] == 3
+    # a control row shows its own realized drop, not its owner's
+    ctl_line = next(ln for ln in md.splitlines() if "selection control [sift]" in ln)
+    assert "0.50 realized" in ctl_line
 
 
 @pytest.fixture
@@ -214,7 +238,7 @@ def test_a_metric_registered_on_the_fly_is_a_column_with_its_legend(fake, tmp_pa
     register_metric(Metric("steps_per_seed", "steps/seed", "optimizer steps, mean over seeds, made up for a test",
                            lambda g: g.mean("total_backwards") / 10, lambda r: f"{r['steps_per_seed']:.0f} st",
                            reads=("total_backwards",)))
-    assert "steps_per_seed" in report.summary_columns() and "total_backwards" in report.final_metrics()
+    assert "steps_per_seed" in report.summary_columns() and "total_backwards" in report.run_metric_names()
     s = report.summary(fake.runs, fake.suite)
     assert _row(s, "sift", 0.5)["steps_per_seed"] == pytest.approx(15.0)
     md = (report.write(fake.suite, tmp_path) / "summary.md").read_text()
@@ -255,16 +279,36 @@ def test_paper_target_column(fake):
         report.summary(fake.runs, bad)
 
 
-def test_verdict_lines_say_beat_tied_or_lost(fake):
+def test_verdict_lines_name_both_controls_and_the_rule(fake):
     md = report.table.markdown(fake.suite, fake.runs, fake.s, report.diverged(fake.suite))
     lines = [ln for ln in md.splitlines() if ln.startswith("- sift drop")]
-    assert all("switch never turned on" in ln for ln in lines), lines  # the fake sift's active share is 0
-    assert any(ln.startswith("- random_subset drop 0.5: the random control itself") for ln in md.splitlines())
+    assert lines and all("switch never turned on" in ln for ln in lines), lines  # the fake sift's active share is 0
+    assert "## Headline" in md and md.index("## Headline") < md.index("## Full table")
+    assert "Holm-adjusted p < 0.05" in md and "95% Student-t interval over seeds" in md
+    head = md[md.index("## Headline"):md.index("## Verdicts")]
+    assert max(len(ln) for ln in head.splitlines() if ln.startswith("|")) <= 100
     from bench.report.table import verdict
-    assert verdict({"method": "sift", "acc_change_control_pts": 1.0, "acc_change_control_pts_ci_low": 1.0,
-                    "acc_change_control_pts_ci_high": 1.0}) == "beat its matched control: +1.00 pts (+1.00 to +1.00)"
-    assert "no matched control run" in verdict({"method": "sift", "backward_fraction": 0.2})
-    assert verdict({"acc_change_control_pts": 0.2, "acc_change_control_pts_ci_low": -0.5,
-                    "acc_change_control_pts_ci_high": 0.9}).startswith("tied")
-    assert verdict({"acc_change_control_pts": -1.0, "acc_change_control_pts_ci_low": -1.5,
-                    "acc_change_control_pts_ci_high": -0.2}).startswith("lost to")
+
+    r = {"method": "sift", "control_of": "", "acc_vs_selection_pts": 1.0, "acc_vs_selection_pts_ci_low": 0.5,
+         "acc_vs_selection_pts_ci_high": 1.5, "acc_vs_selection_pts_n": 5, "acc_vs_selection_pts_ahead": 5,
+         "p_holm_selection": 0.01, "verdict_selection": "beat", "acc_vs_cost_pts": float("nan"),
+         "train_speedup": 1.5, "train_speedup_ci_low": 1.4, "train_speedup_ci_high": 1.6, "notes": ""}
+    line = verdict(r)
+    assert line.startswith("selection control: **beat** +1.00 pts (+0.50 to +1.50; 5/5 seeds ahead; Holm p=0.01)")
+    assert "cost control: the selection control (no passes beyond training)" in line and "1.50× (1.40–1.60)" in line
+    assert "no control run" in verdict({"method": "sift", "backward_fraction": 0.2, "notes": ""})
+    assert verdict({"notes": "did not train in 2 of 5 seeds"}).startswith("did not train")
+
+
+def test_clock_check_flags_a_random_subset_off_its_ideal(fake):
+    from bench.report.table import _clock_lines
+    from bench.report.summary import panel_labels
+
+    s = fake.s.copy()
+    i = s[(s["method"] == "random_subset") & (s["control_of"] == "") & (s["drop"] == 0.5)].index[0]
+    labels = panel_labels(fake.runs)
+    s.at[i, "speedup_efficiency"] = 1.02
+    assert any(ln.startswith("clock check:") for ln in _clock_lines(s, labels))
+    s.at[i, "speedup_efficiency"] = 1.10
+    bad = [ln for ln in _clock_lines(s, labels) if "clock disturbed" in ln and "drop 0.5" in ln]
+    assert len(bad) == 1 and "+10%" in bad[0]
