@@ -219,7 +219,7 @@ def cmd_artifacts(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
-    for cfg, run, owner in finished_cells(suite):
+    for cfg, run, owner, _ in finished_cells(suite):
         if cfg.method != a.method or owner:
             continue
         name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{cfg.model}_{cfg.dataset}_noise{cfg.label_noise:g}_drop{cfg.drop:g}"

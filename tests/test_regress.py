@@ -150,17 +150,17 @@ def test_thread_clock_counts_cpu_work_not_sleep():
     with thread_cpu_time():
         timer = StageTimer(torch.device("cpu"))
     timer.start()
-    with timer.stage("selection"):
+    with timer.stage("method"):
         time.sleep(0.2)
-    with timer.stage("bookkeeping"):
+    with timer.stage("data"):
         burn(0.1)
-    assert timer.totals["selection"] < 0.05
-    assert 0.09 <= timer.totals["bookkeeping"] < 0.2
+    assert timer.totals["method"] < 0.05
+    assert 0.09 <= timer.totals["data"] < 0.2
     wall = StageTimer(torch.device("cpu"))  # outside the context: wall time, as before
     wall.start()
-    with wall.stage("selection"):
+    with wall.stage("method"):
         time.sleep(0.05)
-    assert wall.totals["selection"] >= 0.045
+    assert wall.totals["method"] >= 0.045
 
 
 def test_missing_baseline_is_one_clear_line_and_trains_nothing(tmp_path, monkeypatch, capsys):

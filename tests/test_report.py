@@ -10,7 +10,7 @@ import yaml
 
 from bench import report, tracking
 from bench.cell import run_cell
-from bench.engine import hardware_name, pick_device
+from bench.device import hardware_name, pick_device
 from bench.errors import BenchError
 from bench.suite import load_suite
 
@@ -111,26 +111,18 @@ def test_summary_on_real_runs(built):
     assert rs["paper"] == "e2e_speedup 2 (made up)" and u["paper"] == ""
 
 
-def test_paired_speedup_pairs_by_seed():
+def test_speedup_pairs_by_seed():
+    from bench.report import stats
+
     ref = pd.DataFrame({"seed": [0, 1], "train_seconds": [10.0, 100.0]})
     m = pd.DataFrame({"seed": [0, 1, 2], "train_seconds": [5.0, 100.0, 1.0]})  # seed 2 has no uniform partner
-    sp, n = report.paired_speedup(ref, m, "train_seconds")
-    assert n == 2 and sp == pytest.approx((10 / 5 + 100 / 100) / 2)  # 1.5
+    e = stats.speedup_estimate(ref, m, "train_seconds")
+    assert e.n == 2 and e.value == pytest.approx(math.sqrt(10 / 5 * 100 / 100))  # geometric mean of 2 and 1
     unpaired = ref["train_seconds"].mean() / m["train_seconds"].mean()
-    ratio_of_means = ref["train_seconds"].mean() / m.loc[m.seed < 2, "train_seconds"].mean()
-    assert abs(sp - unpaired) > 0.05 and abs(sp - ratio_of_means) > 0.05
-    assert report.paired_speedup(ref, ref, "train_seconds") == (1.0, 2)
-    assert math.isnan(report.paired_speedup(ref, m[m.seed == 2], "train_seconds")[0])
-
-
-def test_bootstrap_ci():
-    v = np.random.default_rng(3).normal(0.8, 0.02, size=5)
-    lo, hi = report.bootstrap_ci(v)
-    assert lo < v.mean() < hi and (lo, hi) == report.bootstrap_ci(v)  # fixed generator
-    assert hi - lo < v.max() - v.min()
-    assert report.bootstrap_ci([0.7]) == (0.7, 0.7)
-    lo, hi = report.bootstrap_ci([0.7, 0.9])
-    assert lo <= 0.8 <= hi
+    assert abs(e.value - unpaired) > 0.05
+    same = stats.speedup_estimate(ref, ref, "train_seconds")
+    assert (same.value, same.low, same.high, same.n) == (1.0, 1.0, 1.0, 2)
+    assert math.isnan(stats.speedup_estimate(ref, m[m.seed == 2], "train_seconds").value)
 
 
 def test_time_to_target_hand_made():
@@ -168,7 +160,7 @@ def test_summary_hand_made():
     assert math.isnan(x["ttt_near_speedup"]) and x["ttt_near_speedup_n"] == 0  # no seed where both reach it
     # far target 0.79: seed 0 pairs (uniform 10 s, x 2.5 s); seed 1's x never reaches it
     assert x["ttt_far_s"] == 2.5 and x["ttt_far_speedup"] == pytest.approx(10.0 / 2.5) and x["ttt_far_speedup_n"] == 1
-    assert x["train_speedup"] == pytest.approx(2.0) and x["e2e_speedup"] == pytest.approx((11 / 6 + 21 / 11) / 2)
+    assert x["train_speedup"] == pytest.approx(2.0) and x["e2e_speedup"] == pytest.approx(math.sqrt(11 / 6 * 21 / 11))
     assert x["acc_change_pts"] == pytest.approx(((0.80 - 0.79) + (0.70 - 0.81)) / 2 * 100)
     assert x["faithful"] == False  # noqa: E712
     md = report.render(s)
@@ -190,7 +182,7 @@ def test_write_files_and_is_deterministic(built, tmp_path):
     out = report.write(built.suite, tmp_path / "a")
     names = {p.name for p in out.iterdir()}
     assert {"summary.md", "summary.csv", "runs.csv", "accuracy_vs_time.png", "speedup_vs_realized_drop.png",
-            "stage_breakdown.png"} <= names
+            "stage_breakdown.png", "accuracy_vs_work.png"} <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "summary.md").read_text()
@@ -240,7 +232,8 @@ def test_early_leads_pair_by_seed_and_show_each_epoch():
     md = early_leads(SimpleNamespace(early_epochs=2), df)
     assert "after epoch 1 | after epoch 2 |" in md and "after epoch 3" not in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| x"))
-    assert "+4.00 (+3.00 to +5.00)" in row and "+1.00 (+0.00 to +2.00)" in row  # (5, 3) and (0, 2) points
+    # (5, 3) and (0, 2) points: mean 4 and 1, t interval of two values: mean +- 12.71 x 1
+    assert "+4.00 (-8.71 to +16.71)" in row and "+1.00 (-11.71 to +13.71)" in row
     assert "| uniform (accuracy) | 55.00 | 71.00 |" in md
 
 
@@ -269,13 +262,13 @@ def test_low_speedup_efficiency_names_the_stage_that_eats_it():
     for seed in (0, 1):
         u = _row("uniform", 0.0, seed, 0.8, 0.8, 10.0, [0.8], [10.0])
         x = _row("x", 0.5, seed, 0.8, 0.8, 10.0, [0.8], [10.0])  # half the work, no faster: efficiency 0.5
-        u.update(train_work_fraction=1.0, stage_selection_seconds=0.1, stage_forward_seconds=3.0)
-        x.update(train_work_fraction=0.5, stage_selection_seconds=4.0, stage_forward_seconds=1.5)
+        u.update(train_work_fraction=1.0, stage_method_seconds=0.1, stage_forward_seconds=3.0)
+        x.update(train_work_fraction=0.5, stage_method_seconds=4.0, stage_forward_seconds=1.5)
         rows += [u, x]
     s = report.summary(pd.DataFrame(rows), SimpleNamespace(name="hand", paper={}, target_offset=0.5))
     x = s[s["method"] == "x"].iloc[0]
     assert x["speedup_efficiency"] == pytest.approx(0.5)
-    assert "speedup efficiency 0.50 < 0.85: its selection stage takes 40% of its train time (uniform's: 1%)" in x["notes"]
+    assert "speedup efficiency 0.50 < 0.85: its method stage takes 40% of its train time (uniform's: 1%)" in x["notes"]
     assert "efficiency" not in s[s["method"] == "uniform"].iloc[0]["notes"]
 
 
@@ -286,11 +279,11 @@ def test_two_variants_of_one_method_keep_their_own_controls():
         for s in range(3):
             rows.append({**_row("x", 0.5, s, acc, acc, 5.0, [acc, acc], [2.5, 5.0]), "variant": variant})
             rows.append({**_row("random_subset", 0.5, s, ctl_acc, ctl_acc, 5.0, [ctl_acc] * 2, [2.5, 5.0]),
-                         "variant": "warmup_epochs=1", "control_of": "x", "control_of_variant": variant})
+                         "control_of": "x", "control_of_variant": variant, "control_kind": "selection"})
     s = report.summary(pd.DataFrame(rows), SimpleNamespace(name="hand", paper={}, target_offset=0.5))
     ctl = s[s["control_of"] == "x"]
     assert sorted(ctl["control_of_variant"]) == ["", "exit_layer=2"] and list(ctl["n_seeds"]) == [3, 3]
     x = s[(s["method"] == "x") & (s["control_of"] == "")].set_index("variant")
-    assert x.loc["", "acc_change_control_pts"] == pytest.approx(-8.0)
-    assert x.loc["exit_layer=2", "acc_change_control_pts"] == pytest.approx(-1.0)
-    assert "[control for x (exit_layer=2)]" in report.render(s)
+    assert x.loc["", "acc_vs_selection_pts"] == pytest.approx(-8.0)
+    assert x.loc["exit_layer=2", "acc_vs_selection_pts"] == pytest.approx(-1.0)
+    assert "selection control [x (exit_layer=2)]" in report.render(s)
