@@ -110,3 +110,14 @@ def server(session):
     """An MLflow tracking server for many workers (default: the project's store on 127.0.0.1:5000).
     `nox -s server -- --host 0.0.0.0 --backend-store-uri postgresql://... --artifacts-destination s3://...`"""
     session.run(_env(session), "-m", "bench.mlflow_server", *session.posargs, external=True)
+
+
+@nox.session
+def devicekit(session):
+    """The GPU device kit in .devicekit/ (results/gpu/devicekit.py): the wheels of
+    results/gpu/requirements-device.txt for the GPU image's Python 3.12 and the Fashion-MNIST files,
+    under the 64 MiB a device call carries; then the CPU check (skip it with `-- --no-check`)."""
+    py = _env(session)
+    session.run(py, "results/gpu/devicekit.py", "build", external=True)
+    if "--no-check" not in session.posargs:
+        session.run(py, "results/gpu/devicekit.py", "check", external=True)

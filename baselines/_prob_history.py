@@ -44,7 +44,8 @@ class ProbHistoryMethod(Method):
     epsilon = Param(0.2, "[0, inf)", doc="smoothness constant, relative to the mean score")
     replacement = Param(True, doc="draw with replacement (the paper's per-batch draws)")
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         why = self.refuse_warmup(epochs, self.warmup_epochs)
         if why:
             return why

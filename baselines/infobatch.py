@@ -67,7 +67,8 @@ class InfoBatch(Method):
             self.prune_ratio = self.drop
         self.keep_ratio = min(1.0, max(0.1, 1.0 - self.prune_ratio))
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.keep_ratio >= 1.0:
             return "infobatch with prune ratio 0 prunes nothing (uniform training); give it a drop ratio > 0"
         if not any(e + 1 <= (1.0 - self.anneal) * epochs + 1e-9 for e in range(1, epochs)):

@@ -28,7 +28,8 @@ class RandomSubset(Method):
         if self.plan is not None and (why := check_plan(self.plan)):
             raise ValueError(why)
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.plan is not None:
             n = len(decode_plan(self.plan))
             return None if n == epochs else f"random_subset's plan has {n} epochs, the cell {epochs}; give one per epoch"

@@ -79,7 +79,8 @@ class SelectiveBackprop(Method):
         if self.beta is None:
             self.beta = self.drop / self.keep if self.drop > 0 else REFERENCE_BETA
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.beta == 0:
             return "selective_backprop with beta 0 keeps every sample (uniform training); give beta > 0"
         return self.refuse_warmup(epochs, self.warmup_epochs)

@@ -88,7 +88,7 @@ def refuse_idle(cfg: CellConfig, trainer: Trainer) -> None:
     if cfg.batch_size > n:
         raise BenchError(f"{cfg.label}: batch size {cfg.batch_size} is larger than the {n} training samples; "
                          f"lower --batch-size or raise --train-limit")
-    if steps <= trainer.loop.schedule.warmup_steps:
+    if steps <= trainer.loop.schedule.warmup_steps and cfg.schedule != "constant":
         raise BenchError(f"{cfg.label}: {steps} planned optimizer step(s) never get past the LR warm-up "
                          f"({trainer.loop.schedule.warmup_steps} step(s)); raise --epochs or lower --batch-size")
 
@@ -153,7 +153,7 @@ def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log, setup_se
     run.params({
         "model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "drop": cfg.drop, "seed": cfg.seed,
         "epochs": cfg.epochs, "plan_epochs": cfg.plan_epochs or cfg.epochs, "batch_size": cfg.batch_size,
-        "optimizer": trainer.optimizer_kind, "lr": cfg.lr, "train_limit": cfg.train_limit,
+        "optimizer": trainer.optimizer_kind, "lr": cfg.lr, "schedule": cfg.schedule, "train_limit": cfg.train_limit,
         "eval_limit": cfg.eval_limit, "label_noise": cfg.label_noise, "n_train": n,
         "planned_steps": trainer.planned_steps, "compile": cfg.compile,
         **{f"method.{k}": v for k, v in {**hooks.param_defaults(type(method)), **cfg.params}.items()},
@@ -237,6 +237,9 @@ def result_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]
         **syncs,
         **hooks.call_hook(trainer.method, "run_metrics"),
     }
+    bn = trainer.bn_recomputed_accuracy()
+    if bn is not None:  # a diagnostic: what the method's batch-norm statistics do to its test accuracy
+        final["test_acc_bn_recomputed"] = bn
     return final
 
 

@@ -60,6 +60,8 @@ class CellConfig:
     lr: float | None = cell_field(None, "learning rate (default: the optimizer's)",
                                   lambda v: None if v is None or 0 < v < float("inf") else
                                   f"learning rate must be positive, got {v}; pass --lr such as 0.05, or leave it out")
+    schedule: str = cell_field("linear", "linear: warm-up, then decay to 0 at the planned steps; constant: a fixed rate",
+                               choices=("linear", "constant"))
     weight_decay: float | None = cell_field(None, "weight decay (default: the optimizer's)",
                                             lambda v: None if v is None or v >= 0 else
                                             f"weight decay must be 0 or more, got {v}; pass a value such as 5e-4")
@@ -98,6 +100,13 @@ class CellConfig:
             raise BenchError("a cell needs a model and a dataset")
 
     @property
+    def kind(self) -> str:
+        """The model's input: "image" or "text"."""
+        from bench.models import model_kind
+
+        return model_kind(self.model)
+
+    @property
     def label(self) -> str:
         """How a cell is named in logs and tables."""
         return f"{self.model}/{self.dataset}/{self.method} drop={self.drop:g} seed={self.seed}"
@@ -121,7 +130,7 @@ class CellConfig:
         if self.drop > 0 and not cls.uses_drop:
             raise BenchError(f"method {self.method} has no drop ratio (drop={self.drop:g}); run it at drop 0")
         method = hooks.build(cls, self.drop, dict(self.params))
-        why = hooks.call_hook(method, "refuse", self.epochs)
+        why = hooks.call_hook(method, "refuse", self)
         if why:
             raise BenchError(f"{self.label}: {why}")
         return method
@@ -131,8 +140,9 @@ class CellConfig:
         for f in dataclasses.fields(self):
             if not f.metadata["key"]:
                 d.pop(f.name)
-        if not d["plan_epochs"]:
-            d.pop("plan_epochs")  # keys of cells made before the field existed stay as they were
+        for name, default in (("plan_epochs", 0), ("schedule", "linear")):
+            if d[name] == default:
+                d.pop(name)  # keys of cells made before the field existed stay as they were
         return d
 
     def _hash(self, **extra) -> str:

@@ -191,7 +191,8 @@ class Trainer:
         """A fresh optimizer and LR schedule planned for the steps `method` will take in `plan_epochs`."""
         cfg = self.cfg
         opt = make_optimizer(self.optimizer_kind, model.parameters(), cfg.batch_size, cfg.lr, cfg.weight_decay)
-        plan = Schedule(OPTIMIZERS[self.optimizer_kind], planned_steps(method, plan_epochs), plan_epochs)
+        plan = Schedule(OPTIMIZERS[self.optimizer_kind], planned_steps(method, plan_epochs), plan_epochs,
+                        constant=cfg.schedule == "constant")
         return Loop(method, ctx, model, step_model, opt, plan, torch.optim.lr_scheduler.LambdaLR(opt, plan), plan_epochs)
 
     def step(self, loop: Loop, batch: Batch):
@@ -371,6 +372,33 @@ class Trainer:
             acc = (sc.logits.argmax(1) == y).float().mean().item()
             loss = sc.losses.mean().item()
         return acc, loss
+
+    @torch.no_grad()
+    def bn_recomputed_accuracy(self, batches: int = 20) -> float | None:
+        """A diagnostic, not a fix: test accuracy after the batch-norm statistics are recomputed on random
+        training batches (a copy of the model; a method that backpropagates a biased share of each batch
+        also biases the statistics evaluation uses). None for a model without batch norm."""
+        bn = (torch.nn.modules.batchnorm._BatchNorm,)
+        if not any(isinstance(m, bn) for m in self.model.modules()):
+            return None
+        with self.timer.untimed():
+            model = copy.deepcopy(self.model)
+            for m in model.modules():
+                if isinstance(m, bn):
+                    m.reset_running_stats()
+                    m.momentum = None  # a plain average over the batches below
+            model.train()
+            g = torch.Generator().manual_seed(self.cfg.seed + 99)
+            order = torch.randperm(len(self.train), generator=g)
+            rng = (torch.get_rng_state(), self.aug_gen.get_state())
+            for s in range(0, min(len(order), batches * self.cfg.batch_size), self.cfg.batch_size):
+                x, mask, _ = self.inputs(self.train, order[s : s + self.cfg.batch_size].to(self.device), augment=True)
+                with self.amp:
+                    model(x, mask)
+            torch.set_rng_state(rng[0])
+            self.aug_gen.set_state(rng[1])
+            acc, _ = self.evaluate(self.test, model)
+        return acc
 
     def pass_costs(self, clock=None) -> PassCosts:
         """Seconds per sample of each kind of pass this cell made, measured now on a batch of training

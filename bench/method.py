@@ -4,7 +4,8 @@ A method is one class in `methods/` or `baselines/`, registered with `@register`
 The harness owns the model step, the optimizer, the clock, evaluation and every
 count; a method only decides which samples are trained on. It may override:
 
-    refuse(epochs)        why it would not act in a cell of this many epochs (one line), or None
+    refuse(cell)          why it would not act in this cell (one line naming the fix), or None;
+                          `cell` says epochs, model, dataset and kind ("image" or "text")
     setup()               state it needs, once `self.ctx` exists
     epoch_size(epoch)     samples the epoch will train on (its forecast), so the LR schedule
                           is planned for the steps it really takes
@@ -115,7 +116,7 @@ class Method:
 
     # -- hooks
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
         return None
 
     def setup(self) -> None:

@@ -42,11 +42,12 @@ def make_optimizer(kind: str, params, batch_size: int, lr: float | None, weight_
 class Schedule:
     """LR factor per optimizer step: linear warm-up, then linear decay to 0 at the planned
     total. `replan` moves the total (methods that drop data by loss only know their next
-    epoch's size then); steps past the plan stay at the final value."""
+    epoch's size then); steps past the plan stay at the final value. `constant`: 1 throughout
+    (a paper's constant rate)."""
 
-    def __init__(self, defaults: OptimizerDefaults, total_steps: int, epochs: int = 1):
+    def __init__(self, defaults: OptimizerDefaults, total_steps: int, epochs: int = 1, constant: bool = False):
         self.warmup_share, self.warmup_start = defaults.warmup_share, defaults.warmup_start
-        self.total, self.epochs = max(1, total_steps), epochs
+        self.total, self.epochs, self.constant = max(1, total_steps), epochs, constant
 
     def replan(self, total_steps: int) -> None:
         self.total = max(1, total_steps)
@@ -56,6 +57,8 @@ class Schedule:
         return max(1, round(self.warmup_share * self.total))
 
     def __call__(self, step: int) -> float:
+        if self.constant:
+            return 1.0
         total, warm = self.total, self.warmup_steps
         s = min(step, total)
         if s < warm:

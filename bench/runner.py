@@ -59,6 +59,8 @@ def run_suite(suite: Suite, only_methods: set[str] | None = None, log=print, exe
     drop_checkpoints(finished)
     out = SuiteOutcome(skipped=sum(keys[c.config_key()] in finished for c in cells))
     todo = [c for c in cells if keys[c.config_key()] not in finished]
+    for label, why in suite.skipped():
+        log(f"not run: {label}: {why}")
     log(f"suite {suite.name}: {len(cells)} cells, {out.skipped} already finished, {len(todo)} to run, "
         f"then the random controls their runs call for"
         + (f" (expected: {suite.expected_runtime})" if suite.expected_runtime and todo else ""))

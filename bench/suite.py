@@ -71,9 +71,18 @@ class Suite:
 
     def cells(self, only_methods: set[str] | None = None) -> list[CellConfig]:
         """Every cell, in a stable order; `only_methods` keeps those plus the uniform reference."""
+        return self.expand(only_methods)[0]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(cell label, why) of the cells `methods: all` leaves out because the method refuses them."""
+        return self.expand()[1]
+
+    def expand(self, only_methods: set[str] | None = None) -> tuple[list[CellConfig], list[tuple[str, str]]]:
+        """The cells, and those of `methods: all` blocks whose method refuses them (listed, not run;
+        a method named in a block's list that refuses a cell fails validation instead)."""
         from bench.registry import METHODS, list_methods
 
-        out, seen = [], set()
+        out, seen, skipped = [], set(), []
         for b in self.blocks:
             methods = [MethodSpec(m) for m in list_methods()] if b.methods == "all" else list(b.methods)
             for model in b.models:
@@ -91,10 +100,29 @@ class Suite:
                                 fields_ = {**self.defaults, **b.overrides, "model": model, "dataset": dataset,
                                            "method": m.name, "params": params, "drop": drop, "seed": seed}
                                 cfg = _cell(self.name, fields_)
-                                if cfg.config_key() not in seen:
-                                    seen.add(cfg.config_key())
-                                    out.append(cfg)
-        return out
+                                if cfg.config_key() in seen:
+                                    continue
+                                seen.add(cfg.config_key())
+                                if b.methods == "all" and cls is not None:
+                                    why = refusal(cfg)
+                                    if why:
+                                        if seed == b.seeds[0]:
+                                            skipped.append((cfg.label.rsplit(" seed=", 1)[0], why))
+                                        continue
+                                out.append(cfg)
+        return out, skipped
+
+
+def refusal(cfg: CellConfig) -> str | None:
+    """Why the cell's method refuses it (its parameters must be valid: a bad one still fails loudly)."""
+    from bench import hooks
+    from bench.registry import METHODS
+
+    try:
+        method = hooks.build(METHODS.get(cfg.method), cfg.drop, dict(cfg.params))
+    except BenchError as e:
+        raise BenchError(f"{cfg.label}: {e}") from None
+    return hooks.call_hook(method, "refuse", cfg)
 
 
 def _cell(suite: str, fields_: dict[str, Any]) -> CellConfig:

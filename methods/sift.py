@@ -104,7 +104,8 @@ class SIFT(Method):
     corr_threshold = Param(0.5, "[-1, 1]", doc="held-out rank correlation of exit and full losses that starts selection")
     probe_size = Param(256, "[16, inf)", doc="training samples held out from the head's fit, for that correlation")
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.keep >= 1.0:
             return "sift at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
         if epochs < 2:

@@ -280,7 +280,8 @@ class SwiftSampler(Method):
         self.probs: torch.Tensor | None = None  # the final sampler's probabilities (N, on ctx.device)
         self.sampler: dict | None = None  # what was logged
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.final == "continue" and epochs <= self.warmup_epochs:
             return (f"swift_sampler (final=continue) needs epochs > warmup_epochs ({self.warmup_epochs}); this cell "
                     f"has {epochs}: raise epochs, lower warmup_epochs or use final=scratch")

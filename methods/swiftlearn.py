@@ -94,7 +94,8 @@ class SwiftLearn(Method):
         self.subset: torch.Tensor | None = None  # kept indices
         self.reevaluations = 0
 
-    def refuse(self, epochs: int) -> str | None:
+    def refuse(self, cell) -> str | None:
+        epochs = cell.epochs
         if self.drop == 0:
             return "swiftlearn at drop 0 keeps every sample (uniform training); give it a drop ratio > 0"
         return self.refuse_warmup(epochs, self.warmup_epochs)

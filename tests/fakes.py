@@ -144,6 +144,13 @@ class Record:
         return self.ctx.counts
 
 
+def cell(epochs: int, model: str = "tiny_cnn", dataset: str = "fashion_mnist", **kw):
+    """The cell a method's `refuse` is asked about."""
+    from bench.config import CellConfig
+
+    return CellConfig(model=model, dataset=dataset, epochs=epochs, **kw)
+
+
 def make(name: str, drop: float = 0.0, **params) -> Method:
     return hooks.build(METHODS.get(name), drop, params)
 

@@ -7,7 +7,7 @@ import torch
 from bench.errors import BenchError
 from bench.hooks import param_defaults
 from bench.registry import METHODS
-from fakes import drive, make
+from fakes import drive, make, cell
 
 
 def skewed_losses(n, seed=2):
@@ -117,9 +117,9 @@ def test_bad_parameters_are_refused():
 
 
 def test_cells_where_it_cannot_prune_are_refused():
-    assert make("infobatch", 0.0).refuse(10) is not None  # prune ratio 0: nothing pruned
-    assert "epochs >= 3" in make("infobatch", 0.5).refuse(2)  # epoch 0 has no losses, epoch 1 anneals
-    assert make("infobatch", 0.5).refuse(3) is None
+    assert make("infobatch", 0.0).refuse(cell(10)) is not None  # prune ratio 0: nothing pruned
+    assert "epochs >= 3" in make("infobatch", 0.5).refuse(cell(2))  # epoch 0 has no losses, epoch 1 anneals
+    assert make("infobatch", 0.5).refuse(cell(3)) is None
 
 
 def test_active_share_counts_the_epochs_that_pruned():

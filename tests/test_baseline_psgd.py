@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.registry import METHODS
-from fakes import drive, make
+from fakes import drive, make, cell
 
 
 def logits_for(p: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -82,20 +82,20 @@ def test_without_replacement_draws_distinct_samples():
 
 @pytest.mark.parametrize("name", ["psgd", "csgd"])
 def test_drop_zero_reweights_the_epoch_instead_of_a_permutation(name):
-    assert make(name, 0.0).refuse(3) is None
+    assert make(name, 0.0).refuse(cell(3)) is None
     rec = run(name, p=two_groups(0.1, 0.5), drop=0.0)
     ep = rec.epochs[1]
     assert ep.samples == ep.planned == 1000 and len(torch.unique(ep.indices)) < 900  # not a permutation of all N
     hard = float((ep.indices < 500).float().mean())
     assert hard > 0.55 if name == "psgd" else hard < 0.45  # psgd: 1 - p; csgd: p(1 - p) peaks at .5
-    assert make(name, 0.0, replacement=False).refuse(3) is not None
+    assert make(name, 0.0, replacement=False).refuse(cell(3)) is not None
 
 
 @pytest.mark.parametrize("name", ["psgd", "csgd"])
 def test_a_cell_without_a_sampled_epoch_is_refused(name):
     m = make(name, 0.5, warmup_epochs=2)
-    assert "epochs > warmup_epochs (2)" in m.refuse(2)
-    assert m.refuse(3) is None
+    assert "epochs > warmup_epochs (2)" in m.refuse(cell(2))
+    assert m.refuse(cell(3)) is None
 
 
 def test_psgd_says_its_score_is_our_reading():

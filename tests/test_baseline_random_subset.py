@@ -4,7 +4,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.work import decode_plan, encode_plan
-from fakes import drive, make
+from fakes import drive, make, cell
 
 
 def distinct(t: torch.Tensor) -> bool:
@@ -30,9 +30,9 @@ def test_default_has_no_warmup():
 
 
 def test_no_op_cells_are_refused():
-    assert "uniform" in make("random_subset", 0.0).refuse(3)
-    assert "warmup_epochs (2)" in make("random_subset", 0.5, warmup_epochs=2).refuse(2)
-    assert make("random_subset", 0.5, warmup_epochs=2).refuse(3) is None
+    assert "uniform" in make("random_subset", 0.0).refuse(cell(3))
+    assert "warmup_epochs (2)" in make("random_subset", 0.5, warmup_epochs=2).refuse(cell(2))
+    assert make("random_subset", 0.5, warmup_epochs=2).refuse(cell(3)) is None
 
 
 PLAN = "64x10,16x1;64x10;8x1,64x3,8x1"
@@ -60,8 +60,8 @@ def test_plan_epoch_longer_than_the_data_wraps_into_a_new_permutation():
 
 def test_plan_is_refused_when_its_epochs_do_not_match_the_cell():
     m = make("random_subset", 0.0, plan=PLAN)
-    assert m.refuse(3) is None  # a plan acts at drop 0 too
-    assert "3 epochs" in m.refuse(4)
+    assert m.refuse(cell(3)) is None  # a plan acts at drop 0 too
+    assert "3 epochs" in m.refuse(cell(4))
     with pytest.raises(BenchError, match="not of the form"):
         make("random_subset", 0.0, plan="64 by 10")
     with pytest.raises(BenchError, match="below 1"):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fakes import drive, make
+from fakes import drive, make, cell
 
 
 def sb(epochs=2, drop=0.5, params=None, **ctx_kw):
@@ -60,15 +60,15 @@ def test_warmup_epoch_trains_everything_without_scoring():
 
 
 def test_drop_zero_still_selects_with_the_reference_beta():
-    assert make("selective_backprop", 0.0).refuse(3) is None
+    assert make("selective_backprop", 0.0).refuse(cell(3)) is None
     ep = sb(epochs=3, drop=0.0, n=20000).epochs[2]
     assert ep.samples / 20000 == pytest.approx(0.25, abs=0.02) and ep.counts.selection_forwards == 20000
 
 
 def test_no_op_cells_are_refused():
-    assert "beta 0" in make("selective_backprop", 0.0, beta=0.0).refuse(3)
-    assert "epochs > warmup_epochs (1)" in make("selective_backprop", 0.5).refuse(1)
-    assert make("selective_backprop", 0.5).refuse(2) is None
+    assert "beta 0" in make("selective_backprop", 0.0, beta=0.0).refuse(cell(3))
+    assert "epochs > warmup_epochs (1)" in make("selective_backprop", 0.5).refuse(cell(1))
+    assert make("selective_backprop", 0.5).refuse(cell(2)) is None
 
 
 def rising():

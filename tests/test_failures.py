@@ -320,7 +320,8 @@ def test_sigterm_marks_the_run_killed_and_it_resumes(store, tmp_path):
 class NeedsThreeEpochs(Method):
     name = "needs_three_epochs"
 
-    def refuse(self, epochs):
+    def refuse(self, cell):
+        epochs = cell.epochs
         return None if epochs >= 3 else f"acts only from epoch 3 on, the cell has {epochs}; raise --epochs to 3"
 
 

@@ -7,7 +7,7 @@ from bench.errors import BenchError
 from bench.hooks import MethodError
 from bench.method import num_batches
 from bench.registry import METHODS
-from fakes import drive, make
+from fakes import drive, make, cell
 from methods.impon import IMPON, LinearLossModel, draw_bank
 
 N, B = 200, 20
@@ -122,13 +122,29 @@ def test_paper_preset_is_plain_sgd_on_the_papers_bank_and_says_so():
     harness = make("impon", 0.0)
     assert harness.center is True and harness.faithful is False and "preset=paper" in harness.caveat
     assert IMPON.faithful is False  # the class flag describes the default (harness) preset
-    for bad in ({"center": True}, {"bank_size": 100}, {"lr": 1e-3}):
+    for bad in ({"bank_size": 100}, {"lr": 1e-3}):
         with pytest.raises(BenchError, match="preset 'paper' fixes"):
             make("impon", 0.0, preset="paper", **bad)
+    centred = make("impon", 0.0, preset="paper", center=True)  # our variant of the paper's setting: its own row
+    assert centred.center is True and centred.faithful is False and "centred" in centred.caveat
     with pytest.raises(MethodError, match="smaller than the bank"):
         drive("impon", epochs=1, params={"preset": "paper"}, n=1000, batch_size=200)
 
 
 def test_impon_has_no_drop_knob():
     assert METHODS.get("impon").uses_drop is False
-    assert make("impon", 0.5).refuse(3) is not None and make("impon", 0.0).refuse(3) is None
+    assert make("impon", 0.5).refuse(cell(3)) is not None and make("impon", 0.0).refuse(cell(3)) is None
+
+
+def test_impon_refuses_text_with_the_reason():
+    why = make("impon", 0.0).refuse(cell(3, model="minilm_top2", dataset="mr"))
+    assert "swing between the classes" in why and "run it on images" in why
+
+
+def test_random_bank_control_draws_the_same_banks_without_the_loss_model():
+    a = drive("impon", epochs=2, params={"variant": "random"}, n=1000, batch_size=50)
+    b = drive("impon", epochs=2, params={"variant": "highest"}, n=1000, batch_size=50)
+    assert [x.sizes for x in a.epochs] == [x.sizes for x in b.epochs]
+    assert all(len(set(x.indices.tolist())) == len(x) for ep in a.epochs for x in ep.batches)
+    # after the first step the loss model ranks the bank; the control does not
+    assert any(not torch.equal(x.indices, y.indices) for x, y in zip(a.epochs[0].batches[1:], b.epochs[0].batches[1:]))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from bench.errors import BenchError
 from bench.hooks import MethodError
 from bench.method import static_k
-from fakes import drive, make
+from fakes import drive, make, cell
 from methods.sift import spearman
 
 N, C, B = 1050, 10, 100  # the last batch of an epoch has 50 samples
@@ -154,9 +154,9 @@ def test_own_head_needs_a_head_at_the_exit_and_the_exit_must_exist():
 
 
 def test_no_op_cells_and_bad_parameters_are_refused():
-    assert "drop 0" in make("sift", 0.0).refuse(3)
-    assert "at least 2 epochs" in make("sift", 0.5).refuse(1)
-    assert make("sift", 0.5).refuse(2) is None
+    assert "drop 0" in make("sift", 0.0).refuse(cell(3))
+    assert "at least 2 epochs" in make("sift", 0.5).refuse(cell(1))
+    assert make("sift", 0.5).refuse(cell(2)) is None
     with pytest.raises(BenchError):
         make("sift", 0.5, variant="gradnorm")
     with pytest.raises(BenchError):

@@ -6,7 +6,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import num_batches
-from fakes import drive, make
+from fakes import drive, make, cell
 from methods.swift_sampler import (
     KNOTS,
     _SamplerTrial,
@@ -209,6 +209,6 @@ def test_scratch_mode_searches_from_w0_then_restores_the_initial_weights(one_thr
 
 
 def test_only_continue_mode_needs_epochs_after_the_shared_start():
-    assert make("swift_sampler", 0.0).refuse(1) is None
-    assert "final=scratch" in make("swift_sampler", 0.5, final="continue").refuse(2)
-    assert make("swift_sampler", 0.5, final="continue").refuse(3) is None
+    assert make("swift_sampler", 0.0).refuse(cell(1)) is None
+    assert "final=scratch" in make("swift_sampler", 0.5, final="continue").refuse(cell(2))
+    assert make("swift_sampler", 0.5, final="continue").refuse(cell(3)) is None

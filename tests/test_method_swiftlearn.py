@@ -4,7 +4,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import num_batches
-from fakes import drive, make
+from fakes import drive, make, cell
 from methods.swiftlearn import choose_subset, standardised_probs
 
 N, C, B = 1000, 3, 100
@@ -110,10 +110,10 @@ def test_eval_scoring_compares_end_of_epoch_eval_logits_and_counts_them():
 
 def test_a_cell_that_is_only_warm_up_is_refused():
     m = make("swiftlearn", 0.9)
-    assert m.refuse(2) == ("swiftlearn needs epochs > warmup_epochs (2); this cell has 2: "
+    assert m.refuse(cell(2)) == ("swiftlearn needs epochs > warmup_epochs (2); this cell has 2: "
                            "raise epochs or lower warmup_epochs")
-    assert m.refuse(3) is None
-    assert make("swiftlearn", 0.0).refuse(5) is not None  # drop 0: keeps everything
+    assert m.refuse(cell(3)) is None
+    assert make("swiftlearn", 0.0).refuse(cell(5)) is not None  # drop 0: keeps everything
     with pytest.raises(BenchError, match="warmup_epochs"):
         make("swiftlearn", 0.5, warmup_epochs=1)
 

@@ -19,10 +19,12 @@ def test_quick_suite_runs_every_method_in_every_block_three_seeds():
 
     suite = load_suite("quick")  # loading refuses any cell in which a method would not act
     cells = suite.cells()
+    refused = {label.split("/")[2].split(" ")[0] for label, _ in suite.skipped() if "/mr/" in label}
+    assert refused == {"impon"}  # listed as not run, with the reason, in the summary's header
     for block in {(c.model, c.dataset) for c in cells}:
         in_block = [c for c in cells if (c.model, c.dataset) == block]
-        assert {c.method for c in in_block} == set(list_methods()), block
-        for m in list_methods():
+        assert {c.method for c in in_block} == set(list_methods()) - (refused if block[1] == "mr" else set()), block
+        for m in {c.method for c in in_block}:
             drops = {c.drop for c in in_block if c.method == m}
             assert drops == {0.0} if not METHODS.get(m).uses_drop else 0.0 not in drops, (block, m, drops)
     assert len({c.seed for c in cells}) == 3

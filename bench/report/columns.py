@@ -206,6 +206,11 @@ for m in [
     mean_of("active_share", "active share", ".2f",
             "share of steps or epochs in which a mechanism that can stay off was on (methods that have one)",
             optional=True),
+    Metric("bn_recomputed_pts", "Δ acc, BN recomputed (pts)",
+           "a diagnostic, not a result: test accuracy after the batch-norm statistics are recomputed on random "
+           "training batches, minus the run's own, mean over seeds (models with batch norm)",
+           lambda g: 100 * (g.mean("test_acc_bn_recomputed") - g.mean("final_test_acc")),
+           plain("bn_recomputed_pts", "+.2f"), reads=("test_acc_bn_recomputed",), optional=True),
     mean_of("host_syncs", "host syncs", ".0f", "host syncs in the method's hooks (counted on GPUs, and on CPU in "
             "the sync audit)", optional=True, table=False),
     Metric("step_time_vs_uniform", "step time / sample vs uniform",

@@ -176,6 +176,10 @@ def header(suite, runs: pd.DataFrame, s: pd.DataFrame, diverged: pd.DataFrame) -
     else:
         lines.append("- diverged: none")
     lines.append(f"- not faithful to their papers: {_unfaithful(runs, s, labels)}")
+    refused = suite.skipped() if hasattr(suite, "skipped") else []
+    if refused:
+        lines.append("- not run (`methods: all`, the method refuses the cell): " + "; ".join(
+            f"{label}: {why}" for label, why in refused))
     if (suite.paper or {}).get("source"):
         lines.append(f"- paper figures: {suite.paper['source']}")
     return "\n".join(lines) + "\n\n"
