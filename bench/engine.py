@@ -224,21 +224,27 @@ class Trainer:
         return logits.detach().float(), losses.detach(), loss.detach()
 
     def _warm_step(self, loop: Loop, batch: Batch) -> None:
-        """One untimed step of this batch's shape on a snapshot of everything it changes, put back after."""
+        """One untimed forward and backward of this batch's shape (the optimizer's kernels do not depend on
+        it), with everything they change put back: the buffers (batch-norm statistics), the gradients (none
+        between steps) and the random streams."""
         self.warmed.add(("train", len(batch)))
         with self.timer.untimed():
-            saved = copy.deepcopy((loop.model.state_dict(), loop.opt.state_dict(), loop.sched.state_dict()))
+            buffers = [b.detach().clone() for b in loop.model.buffers()]
             rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state())
-            self._step(loop, batch)
-            loop.model.load_state_dict(saved[0])
-            loop.opt.load_state_dict(saved[1])
-            loop.sched.load_state_dict(saved[2])
+            x, mask, y = self.inputs(self.train, batch.indices, augment=True)
+            loop.model.train()
+            with self.amp:
+                logits = loop.step_model(x, mask)
+            F.cross_entropy(logits.float(), y).backward()
+            loop.opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, saved in zip(loop.model.buffers(), buffers):
+                    b.copy_(saved)
             torch.set_rng_state(rng[0])
             if self.cuda:
                 torch.cuda.set_rng_state(rng[1])
                 torch.cuda.synchronize()
             self.aug_gen.set_state(rng[2])
-            loop.opt.zero_grad(set_to_none=True)
 
     def _run_warm(self, key: tuple, fn):
         """`fn()`, run once untimed first when `key` (a pass and its input shape) is new."""

@@ -7,6 +7,7 @@
     method_params: {swift_sampler: {bo_steps: 4}}                 # per-method parameters
     target_offset: 0.5       # time to target: median uniform final val acc minus this many points
     early_epochs: 3          # optional: a table of each method's lead over uniform after each of the first epochs
+    early_reference: {lr: 0.1}   # optional: also against the uniform cells with these fields (a paper's baseline)
     controls: true           # optional (default true): run each method row's selection and cost controls
     paper: paper/swiftlearn.yaml   # reported figures shown beside ours (relative to results/)
     blocks:
@@ -34,7 +35,7 @@ from bench.paths import results_dir
 
 REFERENCE = "uniform"
 SUITE_KEYS = {"name", "description", "expected_runtime", "defaults", "method_params", "target_offset", "early_epochs",
-              "controls", "paper", "blocks"}
+              "early_reference", "controls", "paper", "blocks"}
 BLOCK_KEYS = {"models", "datasets", "methods", "drops", "seeds", "overrides", "method_params"}
 
 
@@ -65,6 +66,7 @@ class Suite:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_offset: float = 0.5
     early_epochs: int = 0  # > 0: the report adds the lead over uniform after each of the first this many epochs
+    early_reference: dict[str, Any] = field(default_factory=dict)  # cell fields of a second uniform reference
     controls: bool = True  # run each method row's selection and cost controls
     paper: dict[str, Any] = field(default_factory=dict)
     path: str = ""
@@ -245,6 +247,7 @@ def load_suite(name_or_path: str) -> Suite:
                   defaults=_mapping(name, "defaults", raw.get("defaults")), method_params=method_params,
                   target_offset=_number(name, "target_offset", raw.get("target_offset", 0.5)),
                   early_epochs=int(_number(name, "early_epochs", raw.get("early_epochs", 0))),
+                  early_reference=_mapping(name, "early_reference", raw.get("early_reference")),
                   controls=_flag(name, "controls", raw.get("controls", True)),
                   paper=paper, path=str(path))
     validate(suite)

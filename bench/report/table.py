@@ -314,36 +314,58 @@ def frontier_section(runs: pd.DataFrame, s: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
+def _alt_settings(suite, settings: set[str]) -> dict[str, str]:
+    """Setting -> the setting of its uniform cell with the suite's `early_reference` fields (e.g. {lr: 0.1}):
+    the paper's own baseline, run as another setting of the suite."""
+    from bench.report.store import setting_of
+
+    alt = getattr(suite, "early_reference", None) or {}
+    out = {}
+    for c in suite.cells() if alt else []:
+        a, b = setting_of(c), setting_of(c.replace(**alt))
+        if a != b and b in settings and a in settings:
+            out[a] = b
+    return out
+
+
 def early_leads(suite, runs: pd.DataFrame) -> str:
-    """Per setting and method: validation accuracy after each of the suite's first
-    `early_epochs` epochs minus uniform's, paired by seed, with its t interval."""
+    """Per setting and method: validation accuracy after each of the suite's first `early_epochs`
+    epochs minus uniform's, paired by seed, with its t interval; and, where the suite names an
+    `early_reference` (the paper's baseline settings), minus that uniform's too."""
     n = int(getattr(suite, "early_epochs", 0) or 0)
     if n <= 0 or runs.empty or "hist_val_acc" not in runs:
         return ""
     main = runs[runs["control_of"].fillna("") == ""] if "control_of" in runs else runs
     labels = panel_labels(main.assign(control_of=""))
+    alt_of = _alt_settings(suite, set(main["setting"]))
+    alt_name = ", ".join(f"{k} {v}" for k, v in (getattr(suite, "early_reference", None) or {}).items())
     out = [f"## Early epochs: lead over uniform in validation accuracy (points; mean over seeds, {stats.INTERVAL})", ""]
+
+    def at(frame, e):
+        return frame.assign(acc=[v[e] if isinstance(v, list) and len(v) > e else float("nan")
+                                 for v in frame["hist_val_acc"]])
+
+    def lead(ref, m, e):
+        d = stats.difference_estimate(at(ref, e), at(m, e), "acc", 100.0)
+        return "n/a" if nan(d.value) else f"{d.value:+.2f} ({d.low:+.2f} to {d.high:+.2f}) {d.ahead}/{d.n}"
+
     for (hw, setting), g in main.groupby(["hardware", "setting"], sort=True):
         ref = g[g["method"] == REFERENCE]
-        if ref.empty:
-            continue
+        if ref.empty or (setting in alt_of.values() and len(g["method"].unique()) == 1):
+            continue  # a paper-baseline setting with uniform alone: shown beside the setting it serves
+        alt = main[(main["hardware"] == hw) & (main["setting"] == alt_of.get(setting, "")) & (main["method"] == REFERENCE)]
         out += [f"**{labels.get((hw, setting), setting)}**", "",
                 "| method | " + " | ".join(f"after epoch {e + 1}" for e in range(n)) + " |",
                 "|---|" + "---|" * n]
-
-        def at(frame, e):
-            return frame.assign(acc=[v[e] if isinstance(v, list) and len(v) > e else float("nan")
-                                     for v in frame["hist_val_acc"]])
-
-        uni = [stats.estimate(at(ref, e)["acc"] * 100) for e in range(n)]
-        out.append("| uniform (accuracy) | " + " | ".join(f"{u.value:.2f}" for u in uni) + " |")
+        for name, frame in (("uniform", ref), (f"uniform at {alt_name} (the paper's baseline)", alt)):
+            if len(frame):
+                uni = [stats.estimate(at(frame, e)["acc"] * 100) for e in range(n)]
+                out.append(f"| {name} (accuracy) | " + " | ".join(f"{u.value:.2f}" for u in uni) + " |")
         for (method, variant, drop), m in g[g["method"] != REFERENCE].groupby(["method", "variant", "drop"]):
-            cells = []
-            for e in range(n):
-                d = stats.difference_estimate(at(ref, e), at(m, e), "acc", 100.0)
-                cells.append("n/a" if nan(d.value) else f"{d.value:+.2f} ({d.low:+.2f} to {d.high:+.2f})")
             name = method + (f" [{variant}]" if variant else "") + (f" drop {drop:g}" if drop else "")
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
+            out.append(f"| {name} vs uniform | " + " | ".join(lead(ref, m, e) for e in range(n)) + " |")
+            if len(alt):
+                out.append(f"| {name} vs uniform at {alt_name} | " + " | ".join(lead(alt, m, e) for e in range(n)) + " |")
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -7,14 +7,15 @@
 #   run(command="bash results/gpu/device_run.sh", carry=[".devicekit"], timeout_s=600)
 # It spends at most BENCH_DEVICE_BUDGET seconds (default 480) from its start to the last copy; the
 # machine's start and the transfers come on top. `bash results/gpu/device_run.sh SUITE` runs another suite.
-# To resume a suite cut short, carry its store back in: carry=[".devicekit", "mlflow.db"] after
-# copying the returned mlflow.db to the repository root (finished cells are skipped).
+# To resume a suite cut short, copy the returned mlflow.db to .devicekit/mlflow.db and call it
+# the same way: a store in the kit seeds a machine that has none (finished cells are skipped).
 #
 # What it reports, in $OUT (what the device tool brings back):
 #   run.log         everything it printed: the store check, nvidia-smi's GPU line, one line per cell,
 #                   the suite's end, the reference loop's JSON line
 #   summary.md      `python3 -m bench tables SUITE`: the table, with a verdict line per method
 #   summary.csv     the same rows as CSV
+#   runs.csv        one row per run (cells and controls): times, work counts, accuracies
 #   plots.tar       the tables' PNG plots (accuracy_vs_time.png, accuracy_vs_work.png,
 #                   speedup_vs_realized_drop.png, stage_breakdown.png), one file: the tool brings back 8 at most
 #   mlflow.db       the MLflow store: every run with its params, metrics and tags (hardware included)
@@ -25,7 +26,7 @@
 # cells are in the tables).
 #
 # The CPU check (results/gpu/devicekit.py check) runs this script with KIT, KIT_WHEELS, SITE, OUT,
-# BENCH_CACHE, BENCH_RESULTS, MLFLOW_TRACKING_URI, REFERENCE_EPOCHS=0 and BENCH_DEVICE_CPU=1 set.
+# BENCH_CACHE, BENCH_RESULTS, MLFLOW_TRACKING_URI, RESUME_STORE=, REFERENCE_EPOCHS=0 and BENCH_DEVICE_CPU=1 set.
 set -uo pipefail
 
 suite=${1:-gpu_first}
@@ -35,6 +36,7 @@ KIT=${KIT:-.devicekit}
 KIT_WHEELS=${KIT_WHEELS:-$KIT/wheels}
 SITE=${SITE:-/tmp/site}
 REFERENCE_EPOCHS=${REFERENCE_EPOCHS:-5}
+RESUME_STORE=${RESUME_STORE-$KIT/mlflow.db}
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 
@@ -61,13 +63,20 @@ main() {
     for f in "$KIT"/data/fashion-mnist/*-ubyte.gz; do
         [ -f "$f" ] || continue
         b=$(basename "$f" .gz)
-        [ -s "$raw/$b" ] || gunzip -c "$f" > "$raw/$b" || die "cannot unpack $f"
+        [ -s "$raw/$b" ] || { gunzip -c "$f" > "$raw/$b.part" && mv "$raw/$b.part" "$raw/$b"; } ||
+            die "cannot unpack $f"
         n=$((n + 1))
     done
-    [ "$n" = 4 ] || die "the kit holds $n of the 4 Fashion-MNIST files in $KIT/data/fashion-mnist: run 'nox -s devicekit'"
+    [ "$n" = 4 ] ||
+        die "the kit holds $n of the 4 Fashion-MNIST files in $KIT/data/fashion-mnist: run 'nox -s devicekit'"
     echo "data ok: Fashion-MNIST in $raw"
 
-    # 3. The harness imports and the SQLite store opens with the kit's mlflow.
+    # 3. A store carried in the kit to resume from; the harness imports and the store opens.
+    local db=${MLFLOW_TRACKING_URI#sqlite:///}
+    if [ -n "$RESUME_STORE" ] && [ -f "$RESUME_STORE" ] && [ "$db" != "$MLFLOW_TRACKING_URI" ] && [ ! -f "$db" ]; then
+        cp "$RESUME_STORE" "$db" && echo "store: resuming from $RESUME_STORE"
+    fi
+    # The harness imports and the SQLite store opens with the kit's mlflow.
     python3 -c '
 import importlib, pkgutil, sys
 try:
@@ -93,21 +102,24 @@ print(f"store ok: {tracking.tracking_uri()} (mlflow {mlflow.__version__}, SQLAlc
     fi
 
     # 5. The suite, within the budget, leaving room for the tables and the reference loop.
-    local reserve=45 rc=0
-    [ "$REFERENCE_EPOCHS" -gt 0 ] && reserve=$((reserve + 40))
+    local reserve=35 rc=0  # the tables and the copies; the reference loop takes about 25 s more
+    [ "$REFERENCE_EPOCHS" -gt 0 ] && reserve=$((reserve + 35))
     local t=$(($(left) - reserve))
     [ "$t" -gt 30 ] || die "only $(left)s of the ${budget}s budget left for the suite"
     echo "suite $suite: ${t}s of the budget ($(left)s left)"
     timeout "$t" python3 -m bench suite "$suite"
     rc=$?
-    [ "$rc" = 124 ] && echo "suite $suite: stopped at its ${t}s share of the budget; its finished cells are in the tables"
+    [ "$rc" = 124 ] &&
+        echo "suite $suite: stopped at its ${t}s share of the budget; its finished cells are in the tables"
 
     # 6. The tables and the store, to $OUT.
-    timeout 60 python3 -m bench tables "$suite" || echo "tables of $suite failed"
+    local tt=$(($(left) - 5))
+    [ "$tt" -ge 30 ] || tt=30  # the tables come back even past the budget (the call's limit is 600 s)
+    timeout "$tt" python3 -m bench tables "$suite" || echo "tables of $suite failed"
     local dir=$results/$suite
-    cp "$dir/summary.md" "$dir/summary.csv" "$OUT/" 2>/dev/null || echo "no summary.md / summary.csv in $dir"
+    cp "$dir/summary.md" "$dir/summary.csv" "$dir/runs.csv" "$OUT/" 2>/dev/null ||
+        echo "no summary.md, summary.csv or runs.csv in $dir"
     (cd "$dir" 2>/dev/null && ls ./*.png >/dev/null 2>&1 && tar -cf "$OUT/plots.tar" ./*.png) || echo "no plots in $dir"
-    local db=${MLFLOW_TRACKING_URI#sqlite:///}
     [ "$db" != "$MLFLOW_TRACKING_URI" ] && cp "$db" "$OUT/mlflow.db"
 
     # 7. The hand-written reference loop, if the budget still allows.

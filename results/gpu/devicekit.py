@@ -2,7 +2,7 @@
 
     python results/gpu/devicekit.py build   # .devicekit/wheels (cp312 manylinux x86_64) + .devicekit/data; size check
     python results/gpu/devicekit.py check   # the CPU check: the kit's wheels in an image-like venv, one-cell suite
-    python3 results/gpu/devicekit.py deps /tmp/site   # (device_run.sh) the kit's requirements against the image's packages
+    python3 results/gpu/devicekit.py deps /tmp/site   # (device_run.sh) the kit's needs against the image's
 
 Both run through `nox -s devicekit [-- --no-check]` with the project's .venv python. The GPU
 image (/work/.library/device/KINDS.md: Python 3.12, torch, timm, transformers, pandas, ...) lacks
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from packaging import tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 REQS = ROOT / "results" / "gpu" / "requirements-device.txt"
@@ -43,7 +44,7 @@ LIMIT = 64 * 2**20  # what one device call may carry: the working tree and the c
 FMNIST = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CHECK_SUITE = "devicekit_check"
 # What device_run.sh leaves in $OUT for the check's suite (its own run.log and plots.tar included).
-CHECK_FILES = ("run.log", "summary.md", "summary.csv", "plots.tar", "mlflow.db")
+CHECK_FILES = ("run.log", "summary.md", "summary.csv", "runs.csv", "plots.tar", "mlflow.db")
 
 # The GPU image's Python packages (KINDS.md, "Python packages already there", read 2026-11-17).
 IMAGE = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
@@ -65,6 +66,9 @@ seaborn sentencepiece sentence-transformers setuptools shellingham simplejson si
 sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers
 toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope triton typer
 typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp""".split()
+# Pinned in the kit although the image has them: a version floor for the kit's wheels (see
+# requirements-device.txt). The image-like venv keeps its own copy; the kit's shadows it.
+SHADOWS = {"typing-extensions"}
 # Distributions of this venv that stand in for an image package under another name (same role, own fork).
 STAND_INS = {"httpx2": "httpx", "httpcore2": "httpcore", "py-cpuinfo2": "py-cpuinfo"}
 
@@ -73,8 +77,9 @@ CP312_PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(39, 4, -1)] + \
     ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
 CP312_TAGS = set(tags.cpython_tags((3, 12), abis=["cp312", "abi3", "none"], platforms=CP312_PLATFORMS)) | \
     set(tags.compatible_tags((3, 12), "cp312", platforms=CP312_PLATFORMS))
-PIP_PLATFORM_ARGS = [a for n in (39, 35, 34, 31, 28, 27, 24, 17) for a in ("--platform", f"manylinux_2_{n}_x86_64")] + \
-    ["--platform", "manylinux2014_x86_64", "--platform", "manylinux1_x86_64"]
+# Oldest glibc first: pip then prefers the wheel that asks least of the image's glibc.
+PIP_PLATFORM_ARGS = ["--platform", "manylinux1_x86_64", "--platform", "manylinux2014_x86_64"] + \
+    [a for n in (17, 24, 27, 28, 31, 34, 35, 39) for a in ("--platform", f"manylinux_2_{n}_x86_64")]
 
 
 # Every store call of bench/tracking.py that the one-cell suite may not make (resume, artifacts,
@@ -115,7 +120,7 @@ def pins() -> list[tuple[str, str]]:
         m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", spec)
         if not m:
             raise KitError(f"{REQS.name} line {i}: {spec!r} is not NAME==VERSION; pin every wheel exactly")
-        out.append((m.group(1), m.group(2)))
+        out.append((m.group(1), str(Version(m.group(2)))))  # as wheel file names spell it
     names = [canonicalize_name(n) for n, _ in out]
     if len(set(names)) != len(names):
         raise KitError(f"{REQS.name} names a package twice; keep one version of each (two stop the install)")
@@ -164,7 +169,8 @@ def fill(folder: Path, want: list[tuple[str, str]], compatible: set, pip_args: l
         if got is None or got[0] != version:
             raise KitError(f"no wheel of {name}=={version} in {folder}")
         if not got[2] & compatible:
-            raise KitError(f"{got[1].name} does not install on {'cp312 manylinux x86_64' if compatible is CP312_TAGS else 'this Python'}")
+            where = "cp312 manylinux x86_64" if compatible is CP312_TAGS else "this Python"
+            raise KitError(f"{got[1].name} does not install on {where}")
     return have
 
 
@@ -353,6 +359,12 @@ def check() -> None:
     if run.exists():
         shutil.rmtree(run)
     py = image_venv(run / "venv")
+    code = "import importlib.metadata as m\nfor d in m.distributions(): print(d.metadata['Name'])"
+    listed = subprocess.run([str(py), "-I", "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    kit_names = ({canonicalize_name(n) for n, _ in want} - SHADOWS) | {"mlflow", "mlflow-tracing", "bench"}
+    leak = kit_names & {canonicalize_name(n) for n in listed}
+    if leak:
+        raise KitError(f"the image-like venv already has {', '.join(sorted(leak))}: it must see only the kit's")
     (run / "results" / "suites").mkdir(parents=True)
     shutil.copy2(ROOT / "results" / "suites" / f"{CHECK_SUITE}.yaml", run / "results" / "suites")
     (run / "out").mkdir()
@@ -366,7 +378,7 @@ def check() -> None:
         "OUT": str(run / "out"), "BENCH_CACHE": str(run / "cache"), "BENCH_RESULTS": str(run / "results"),
         "BENCH_CHECKPOINTS": str(run / "checkpoints"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{run / 'mlflow.db'}",
-        "REFERENCE_EPOCHS": "0", "BENCH_DEVICE_BUDGET": "240", "BENCH_DEVICE_CPU": "1",
+        "RESUME_STORE": "", "REFERENCE_EPOCHS": "0", "BENCH_DEVICE_BUDGET": "240", "BENCH_DEVICE_CPU": "1",
     })
     log(f"running results/gpu/device_run.sh {CHECK_SUITE} in it ({len(host)} wheels for this Python, "
         f"the same pins as the kit's)")
