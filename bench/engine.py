@@ -113,9 +113,12 @@ class Trainer:
             self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
         self.aug_seed = cfg.seed + self.workload.augment_seed_offset
         self.aug_gen = torch.Generator(device=device).manual_seed(self.aug_seed)
+        self.file_gen = torch.Generator().manual_seed(self.aug_seed)  # random-resized crops of images on disk
         self.optimizer_kind = cfg.optimizer if cfg.optimizer != "auto" else self.workload.optimizer
         self.eval_batch = max(cfg.batch_size, self.workload.eval_batch_gpu if self.cuda else self.workload.eval_batch_cpu)
         self.warmed: set[tuple] = set()  # input shapes already run once untimed
+        # train-mode batch norm needs two samples: a batch of one is skipped on such a model (counted)
+        self.needs_two = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
         self.counts = Counts()
         self._resumed_clock: dict | None = None
         if method is not None:
@@ -156,8 +159,9 @@ class Trainer:
         return buf.to(self.device, non_blocking=True)
 
     def inputs(self, split: Split, idx: torch.Tensor, augment: bool = False):
-        if isinstance(split.x, FileImages):
-            x = split.x.batch(idx.cpu(), train=augment).to(self.device, non_blocking=True)
+        files = isinstance(split.x, FileImages)
+        if files:  # decoded on the host: the indices must be there (a harness sync per batch)
+            x = split.x.batch(idx.cpu(), train=augment, generator=self.file_gen).to(self.device, non_blocking=True)
         else:
             x = self._gather(split.x, idx)
         y = self._gather(split.y, idx)
@@ -165,13 +169,18 @@ class Trainer:
         if self.data.kind == "image":
             x = x.float().div_(255)
             if augment:
-                x = self._augment(x)
+                x = self._augment(x, crop=not files)  # files were cropped at random when decoded
             x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         return x, mask, y
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, crop: bool = True) -> torch.Tensor:
         """Random crop (reflect-padded by about size/14) and, where labels allow, horizontal flip."""
         n, _, h, w = x.shape
+        if not crop:
+            if self.data.flip:
+                flip = torch.rand(n, 1, 1, 1, device=x.device, generator=self.aug_gen) < 0.5
+                x = torch.where(flip, x.flip(3), x)
+            return x
         p = max(1, h // self.workload.crop_pad_divisor)
         padded = F.pad(x, (p, p, p, p), mode="reflect")
         dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device, generator=self.aug_gen)
@@ -230,7 +239,8 @@ class Trainer:
         self.warmed.add(("train", len(batch)))
         with self.timer.untimed():
             buffers = [b.detach().clone() for b in loop.model.buffers()]
-            rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state())
+            rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state(),
+                   self.file_gen.get_state())
             x, mask, y = self.inputs(self.train, batch.indices, augment=True)
             loop.model.train()
             with self.amp:
@@ -245,6 +255,7 @@ class Trainer:
                 torch.cuda.set_rng_state(rng[1])
                 torch.cuda.synchronize()
             self.aug_gen.set_state(rng[2])
+            self.file_gen.set_state(rng[3])
 
     def _run_warm(self, key: tuple, fn):
         """`fn()`, run once untimed first when `key` (a pass and its input shape) is new."""
@@ -281,6 +292,9 @@ class Trainer:
                 batch = next(it, None)
             if batch is None:
                 break
+            if len(batch) == 1 and self.needs_two:
+                loop.counts.skipped += 1
+                continue
             sizes.append(len(batch))
             with self.syncs.at("harness"):
                 logits, losses, loss = self.step(loop, batch)
@@ -396,13 +410,14 @@ class Trainer:
             model.train()
             g = torch.Generator().manual_seed(self.cfg.seed + 99)
             order = torch.randperm(len(self.train), generator=g)
-            rng = (torch.get_rng_state(), self.aug_gen.get_state())
+            rng = (torch.get_rng_state(), self.aug_gen.get_state(), self.file_gen.get_state())
             for s in range(0, min(len(order), batches * self.cfg.batch_size), self.cfg.batch_size):
                 x, mask, _ = self.inputs(self.train, order[s : s + self.cfg.batch_size].to(self.device), augment=True)
                 with self.amp:
                     model(x, mask)
             torch.set_rng_state(rng[0])
             self.aug_gen.set_state(rng[1])
+            self.file_gen.set_state(rng[2])
             acc, _ = self.evaluate(self.test, model)
         return acc
 
@@ -425,6 +440,7 @@ class Trainer:
             "model": self.model.state_dict(), "opt": self.loop.opt.state_dict(), "sched": self.loop.sched.state_dict(),
             "schedule": dict(vars(self.loop.schedule)), "method": hooks.method_state(self.method),
             "ctx_gen": self.ctx.generator.get_state(), "aug_gen": self.aug_gen.get_state(),
+            "file_gen": self.file_gen.get_state(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
             "counts": self.counts.state(), "timer": self.timer.state_dict(),
         }
@@ -437,6 +453,7 @@ class Trainer:
         hooks.load_method_state(self.method, state["method"])
         self.ctx.generator.set_state(state["ctx_gen"])
         self.aug_gen.set_state(state["aug_gen"])
+        self.file_gen.set_state(state["file_gen"])
         torch.set_rng_state(state["rng"])
         if self.cuda and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])

@@ -34,6 +34,7 @@ class Counts:
     search_forwards: int = 0  # inside trials and ctx.search()
     search_backwards: int = 0
     steps: int = 0
+    skipped: int = 0  # single-sample batches not trained: train-mode batch norm needs two samples
     exits: dict[int, int] = field(default_factory=dict)  # partial forwards per exit depth k
 
     def as_dict(self) -> dict[str, int]:

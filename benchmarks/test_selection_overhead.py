@@ -11,7 +11,7 @@ e.g. Swift Sampler's shrunk search), plus `BENCH_PARAMS` below.
 Warm-up, not measured: epochs 0 and 1 are really trained (`Trainer.train_epoch`: start
 and end of epoch, batches, steps, observe), so every method is past its warm-up and
 has real state (loss histories, a selected subset, a learned sampler); then
-`start_epoch(2)` runs once (whole-epoch work such as a subset or sampler choice is
+the first call of epoch 2 runs (whole-epoch work such as a subset or sampler choice is
 bookkeeping, not per step).
 
 Measured: one selection step of epoch 2, i.e. `next()` on `method.batches(2)` (what
@@ -118,21 +118,23 @@ def _suite_params() -> dict:
 
 def _prepared(method_name: str):
     """Method set up on a real Trainer + HarnessContext, past WARM_EPOCHS real training epochs."""
-    from bench.cell import prepare
+    from bench.cell import load_cell
     from bench.config import CellConfig
     from bench.engine import Trainer
+    from bench.registry import METHODS
 
     device = _device()
     params = {**_suite_params().get(method_name, {}), **BENCH_PARAMS.get(method_name, {})}
     cfg = CellConfig(model="tiny_cnn", dataset="fashion_mnist", method=method_name, params=params,
-                     drop=0.0 if method_name == "uniform" else 0.5, epochs=EPOCHS, seed=0, batch_size=128,
+                     drop=0.5 if METHODS.get(method_name).uses_drop else 0.0, epochs=EPOCHS, seed=0, batch_size=128,
                      train_limit=TRAIN_LIMIT, eval_limit=128, device=device.type, progress=False)
-    method, data, model = prepare(cfg)
+    method = cfg.build_method()
+    data, model = load_cell(cfg)
     trainer = Trainer(cfg, data, model, device, method=method)
     ctx = trainer.ctx
     for epoch in range(WARM_EPOCHS):
         trainer.train_epoch(epoch)
-    method.start_epoch(WARM_EPOCHS)
+    ctx.epoch = WARM_EPOCHS
     if device.type == "cuda":
         torch.cuda.synchronize()
     return method, ctx, device
@@ -144,7 +146,7 @@ def _stub_passes(ctx) -> None:
 
     cap = min(ctx.n_train, 4 * ctx.batch_size)
     real_score, real_exit = ctx.score, ctx.early_exit
-    full = real_score(torch.arange(cap))
+    full = real_score(torch.arange(cap, device=ctx.device))
     exits = {}
 
     def score(indices):
@@ -156,7 +158,7 @@ def _stub_passes(ctx) -> None:
         if n > cap:
             return real_exit(indices, k)
         if k not in exits:
-            exits[k] = real_exit(torch.arange(cap), k)
+            exits[k] = real_exit(torch.arange(cap, device=ctx.device), k)
         out = exits[k]
         return type(out)(out.features[:n], None if out.logits is None else out.logits[:n])
 

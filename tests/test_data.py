@@ -51,3 +51,49 @@ def test_stratified_take_is_exact_and_balanced():
     idx, rest = stratified_take(y, 100)
     assert len(idx) == 100 and len(rest) == 900
     assert (y[idx] == 1).sum() == 10
+
+
+def test_images_on_disk_get_random_resized_crops_for_training_and_cached_centre_crops(tmp_path):
+    import copy
+
+    import numpy as np
+    from PIL import Image
+
+    from bench.data import FileImages
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40 + 10 * i, 60, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    fi = FileImages(paths, 32)
+    ev = fi.batch(torch.arange(4))
+    assert ev.shape == (4, 3, 32, 32) and ev.dtype == torch.uint8 and fi._cache_bytes == 4 * 3 * 32 * 32
+    assert torch.equal(fi.batch(torch.arange(4)), ev)  # the second scoring pass reads the cache
+    g = torch.Generator().manual_seed(0)
+    a = fi.batch(torch.arange(4), train=True, generator=g)
+    b = fi.batch(torch.arange(4), train=True, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, ev)  # seeded, not the centre
+    assert copy.deepcopy(fi)._cache_bytes == 0  # a copy (a trial's model copy, a worker) shares no cache
+
+
+def test_a_truncated_cached_file_is_reported_as_corrupt_not_missing(tmp_path, monkeypatch):
+    import shutil
+
+    from bench.data import load_data
+    from bench.errors import BenchError
+    from bench.paths import data_dir
+
+    src = data_dir() / "FashionMNIST" / "raw"
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy(f, raw / f.name)
+    big = raw / "train-images-idx3-ubyte"
+    big.write_bytes(big.read_bytes()[:1000])
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    with pytest.raises(BenchError, match=r"fashion_mnist in the cache is corrupt .* delete .* and fetch it again"):
+        load_data("fashion_mnist")
+    shutil.rmtree(raw)
+    with pytest.raises(BenchError, match="fashion_mnist is not in the cache"):
+        load_data("fashion_mnist")

@@ -66,3 +66,16 @@ def test_frozen_trunk_is_exact_and_trains_only_the_top():
     assert all(p.grad is None for p in m.base.embeddings.parameters())
     assert all(p.grad is None for p in m.base.encoder.layer[:4].parameters())
     assert all(p.grad is not None for p in m.base.encoder.layer[4:].parameters())
+
+
+def test_a_copy_of_a_frozen_trunk_model_shares_its_cache():
+    """A search trial deep-copies the model: the trunk's cached outputs must not be copied with it."""
+    import copy
+
+    from bench.models import InputSpec, create_model
+
+    m = create_model("minilm_top2", InputSpec("text", 2))
+    m.eval()
+    m(torch.randint(0, 1000, (3, 12)), torch.ones(3, 12, dtype=torch.long))
+    c = copy.deepcopy(m)
+    assert c.rows is m.rows and len(m.rows) >= 3

@@ -14,7 +14,7 @@ def test_shipped_suite_loads_and_validates(name):
     assert all(c.drop == 0.0 for c in cells if c.method == "uniform")
 
 
-def test_quick_suite_runs_every_method_in_every_block_three_seeds():
+def test_quick_suite_runs_every_method_in_every_block_five_seeds():
     from bench.registry import METHODS, list_methods
 
     suite = load_suite("quick")  # loading refuses any cell in which a method would not act
@@ -27,7 +27,7 @@ def test_quick_suite_runs_every_method_in_every_block_three_seeds():
         for m in {c.method for c in in_block}:
             drops = {c.drop for c in in_block if c.method == m}
             assert drops == {0.0} if not METHODS.get(m).uses_drop else 0.0 not in drops, (block, m, drops)
-    assert len({c.seed for c in cells}) == 3
+    assert len({c.seed for c in cells}) == 5
 
 
 def test_methods_all_picks_up_new_plugins(monkeypatch):
@@ -87,3 +87,9 @@ def test_dry_run_validates_the_whole_suite(tmp_path, capsys):
     assert main(["suite", str(p), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "max_length must be at least 2" in err
+
+
+def test_a_suite_path_that_is_a_folder_is_one_line(tmp_path):
+    from bench.cli import main
+
+    assert main(["suite", str(tmp_path), "--dry-run"]) == 2

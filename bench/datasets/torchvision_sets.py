@@ -16,9 +16,15 @@ def _torchvision(cls_name: str, root: Path, fetch_name: str | None, **kw):
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
+    raw = root / cls_name / "raw"
     try:
         return cls(str(root), download=False, **kw)
-    except RuntimeError:
+    except Exception as e:
+        present = sorted(p.name for p in raw.glob("*")) if raw.is_dir() else []
+        if fetch_name and present and isinstance(e, (ValueError, RuntimeError, OSError, EOFError)) \
+                and "not found" not in str(e).lower():
+            raise BenchError(f"{fetch_name} in the cache is corrupt ({raw}: {type(e).__name__}: {str(e)[:120]}); "
+                             f"delete {raw} and fetch it again with `nox -s fetch`") from None
         if fetch_name:  # an offline source exists: point to it
             raise missing(fetch_name) from None
     try:

@@ -83,6 +83,12 @@ def mobilenetv2(spec):
     return TimmClassifier(net)
 
 
+@register_model("mobilenetv2_s2", kind="image")
+def mobilenetv2_s2(spec):
+    """MobileNetV2 keeping its stride-2 stem on small images: about 3x cheaper a step on CPU (frontier_cpu)."""
+    return TimmClassifier(_timm("mobilenetv2_100", spec))
+
+
 @register_model("vit_tiny", kind="image")
 def vit_tiny(spec):
     small = spec.size <= SMALL_IMAGE
