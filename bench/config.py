@@ -109,7 +109,8 @@ class CellConfig:
     @property
     def label(self) -> str:
         """How a cell is named in logs and tables."""
-        return f"{self.model}/{self.dataset}/{self.method} drop={self.drop:g} seed={self.seed}"
+        what = "plan replayed" if "plan" in self.params else f"drop={self.drop:g}"
+        return f"{self.model}/{self.dataset}/{self.method} {what} seed={self.seed}"
 
     def check_names(self) -> None:
         """Unknown model, dataset or method: one line listing the known ones."""

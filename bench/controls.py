@@ -40,11 +40,24 @@ def uniform_plan(n: int, batch_size: int, epochs: int) -> str:
     return ";".join([ep] * epochs)
 
 
+def subset_plan(n_train: int, batch_size: int, epochs: int, keep_count: int, warmup_epochs: int) -> str:
+    """The plan a plain random subset realizes: full epochs, then keep_count samples in batches."""
+    full = uniform_plan(n_train, batch_size, 1)
+    part = uniform_plan(keep_count, batch_size, 1)
+    return ";".join([full] * warmup_epochs + [part] * (epochs - warmup_epochs))
+
+
 def selection_control(cfg: CellConfig, plan: str, n_train: int) -> CellConfig | None:
     """The run's selection control; None for the reference and the random subset themselves, and
-    for a run whose plan is uniform's (its control is uniform training itself)."""
+    for a run whose plan is uniform's (its control is uniform training itself). A plan a plain random
+    subset realizes (full epochs, then keep x N in batches) gets that random subset, which is the same
+    training: so it is shared with the suite's own random subset and with other methods of that shape."""
     if cfg.method in (REFERENCE, CONTROL) or not plan or plan == uniform_plan(n_train, cfg.batch_size, cfg.epochs):
         return None
+    keep_count = max(1, round((1 - cfg.drop) * n_train))
+    for w in range(cfg.epochs):
+        if plan == subset_plan(n_train, cfg.batch_size, cfg.epochs, keep_count, w):
+            return cfg.replace(method=CONTROL, params={"warmup_epochs": w} if w else {})
     return cfg.replace(method=CONTROL, drop=0.0, params={"plan": plan})
 
 

@@ -108,3 +108,15 @@ def test_selection_control_copies_per_epoch_backwards_and_step_sizes(store):
             assert set(sizes[1]) == {32} and set(sizes[2]) == {32}
         # both have cost controls: their extra passes (scoring, early exits) cost work
         assert "cost" in controls and controls["cost"].drop < 0.5
+
+
+def test_a_plan_a_plain_random_subset_realizes_gets_that_random_subset():
+    from bench.controls import subset_plan
+
+    cfg = CellConfig(model="tiny_cnn", dataset="fashion_mnist", method="swiftlearn", drop=0.5, epochs=4, batch_size=64)
+    plan = subset_plan(1000, 64, 4, 500, 2)
+    assert plan == "64x15,40x1;64x15,40x1;64x7,52x1;64x7,52x1"
+    ctl = selection_control(cfg, plan, 1000)
+    assert ctl.method == CONTROL and ctl.params == {"warmup_epochs": 2} and ctl.drop == 0.5
+    assert selection_control(cfg.replace(method="swift_sampler"), subset_plan(1000, 64, 4, 500, 0), 1000) == \
+        cfg.replace(method=CONTROL, params={})  # the suite's own random subset at that drop

@@ -285,8 +285,8 @@ def verdict(r) -> str:
 def frontier_section(runs: pd.DataFrame, s: pd.DataFrame) -> str:
     """Suites with several drop ratios: each method point against random's curve at the same work."""
     main = runs[runs["control_of"].fillna("") == ""]
-    if main.empty or main.loc[main["method"] != REFERENCE, "drop"].nunique() < 2:
-        return ""
+    if main.empty or main.loc[main["method"] == CONTROL, "drop"].nunique() < 2:
+        return ""  # random's curve needs two of its own points
     labels = panel_labels(runs)
     parts = []
     for (hw, setting), g in main.groupby(["hardware", "setting"], sort=True):
