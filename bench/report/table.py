@@ -109,8 +109,11 @@ def _commits_line(runs: pd.DataFrame) -> str | None:
 
     plain = sorted({c.replace("-dirty", "") for c in commits})
     changed = set()
+    # what a run computes and measures; the report, the guard and the command line do not change a run
+    paths = ["bench", "methods", "baselines", ":(exclude)bench/report", ":(exclude)bench/regress", ":(exclude)bench/cli.py",
+             ":(exclude)bench/mlflow_server.py"]
     for a, b in zip(plain, plain[1:]):
-        out = subprocess.run(["git", "diff", "--name-only", a, b, "--", "bench", "methods", "baselines"],
+        out = subprocess.run(["git", "diff", "--name-only", a, b, "--", *paths],
                              cwd=PROJECT_ROOT, capture_output=True, text=True)
         if out.returncode:
             return (f"**Warning: these runs come from {len(commits)} commits ({', '.join(commits)}) that could not be "
