@@ -1,8 +1,11 @@
 """One cell per registered method, on tiny real data: a new method file is tested here with no new test code."""
+import re
+
 import pytest
 
 from bench import tracking
 from bench.cell import run_cell
+from bench.errors import BenchError
 from bench.registry import METHODS, list_methods
 from bench.suite import load_suite
 from conftest import tiny_cell, tiny_text_cell
@@ -36,5 +39,13 @@ def test_image_cell(method, store):
 
 @pytest.mark.parametrize("method", list_methods())
 def test_text_cell(method, store):
+    from bench.suite import refusal
+
     cfg = _cell(tiny_text_cell, method)
+    why = refusal(cfg)
+    if why:  # refused in one line, before any run opens (IMPON on text)
+        with pytest.raises(BenchError, match=re.escape(why[:40])):
+            run_cell(cfg, log=lambda *_: None)
+        assert not tracking.client().search_runs([tracking.experiment_id()])
+        return
     _check(run_cell(cfg, log=lambda *_: None), cfg)
