@@ -47,11 +47,17 @@ class CellResult:
         )
 
 
+# what a run computes and measures: a change elsewhere (the report, the guard, docs, tests) does not change a run
+RUN_CODE = ["bench", "methods", "baselines", ":(exclude)bench/report", ":(exclude)bench/regress",
+            ":(exclude)bench/cli.py", ":(exclude)bench/mlflow_server.py"]
+
+
 def git_commit() -> str:
+    """The commit a run comes from, "-dirty" when the code that makes a run was modified."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *RUN_CODE],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
         return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -73,7 +79,7 @@ def load_cell(cfg: CellConfig):
     tok_factory = tokenizer_for(cfg.model)
     data = load_data(cfg.dataset, tokenizer=tok_factory() if tok_factory else None, max_length=cfg.max_length,
                      val_fraction=cfg.val_fraction, train_limit=cfg.train_limit, eval_limit=cfg.eval_limit,
-                     label_noise=cfg.label_noise)
+                     val_limit=cfg.val_limit, label_noise=cfg.label_noise)
     if cfg.train_limit is not None and cfg.train_limit > len(data.train):
         raise BenchError(f"train_limit {cfg.train_limit} is more than the {len(data.train)} training samples of "
                          f"{cfg.dataset} (after the validation carve); lower --train-limit or leave it out")

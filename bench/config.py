@@ -68,6 +68,8 @@ class CellConfig:
     train_limit: int | None = cell_field(None, "stratified training subset size", _at_least(10, "train_limit"))
     eval_limit: int | None = cell_field(None, "cap on validation and test sizes (default: train_limit)",
                                         _at_least(10, "eval_limit"))
+    val_limit: int | None = cell_field(None, "cap on the validation size alone (default: eval_limit)",
+                                       _at_least(10, "val_limit"))
     label_noise: float = cell_field(0.0, "share of training labels flipped to another class",
                                     _fraction("label noise", False, "0.2"))
     val_fraction: float = cell_field(0.1, "share of the training split carved off for validation",
@@ -141,7 +143,7 @@ class CellConfig:
         for f in dataclasses.fields(self):
             if not f.metadata["key"]:
                 d.pop(f.name)
-        for name, default in (("plan_epochs", 0), ("schedule", "linear")):
+        for name, default in (("plan_epochs", 0), ("schedule", "linear"), ("val_limit", None)):
             if d[name] == default:
                 d.pop(name)  # keys of cells made before the field existed stay as they were
         return d

@@ -11,7 +11,8 @@ method's run did (never from what the method says it would do).
   measured seconds: bench/work.py), spread evenly over its epochs with its LR schedule fully
   decayed inside that budget; a run that cost more than uniform gets more epochs. It asks
   whether the method is worth its cost. A run with no work beyond its training passes has no
-  separate cost control: its selection control is one.
+  separate cost control: its selection control is one. A run within 3% of uniform's work has
+  uniform itself as its cost control.
 
 Both are ordinary `random_subset` cells, so equal controls share one cell and none runs twice.
 """
@@ -25,6 +26,7 @@ from bench.work import Counts, PassCosts, search_seconds_equiv, train_seconds_eq
 REFERENCE = "uniform"
 CONTROL = "random_subset"
 KINDS = ("selection", "cost")
+UNIFORM_COST = 0.03  # a run within 3% of uniform's work has uniform itself as its cost control
 
 
 def _counts(m: dict) -> Counts:
@@ -80,6 +82,8 @@ def cost_control(cfg: CellConfig, metrics: dict, n_train: int) -> CellConfig | N
         return None
     work = train_seconds_equiv(c, costs) + search_seconds_equiv(c, costs)
     samples = work / (costs.forward + costs.backward)  # training passes the same work buys
+    if abs(samples / (cfg.epochs * n_train) - 1) <= UNIFORM_COST:
+        return None  # uniform training is its cost control
     epochs = max(cfg.epochs, math.ceil(samples / n_train - 1e-9))
     keep = samples / (epochs * n_train)
     drop = control_drop(keep, n_train, epochs, cfg.batch_size)

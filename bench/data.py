@@ -200,6 +200,7 @@ def load_data(
     val_fraction: float = 0.1,
     train_limit: int | None = None,
     eval_limit: int | None = None,
+    val_limit: int | None = None,
     label_noise: float = 0.0,
 ) -> Data:
     raw: RawData = DATASETS.get(name)()
@@ -209,10 +210,11 @@ def load_data(
     if train_limit and train_limit < len(ty):
         idx, _ = stratified_take(ty, train_limit)
         tx, ty = _index(tx, idx), ty[idx]
+    val_limit = val_limit or eval_limit
+    if val_limit and val_limit < len(vy):
+        idx, _ = stratified_take(vy, val_limit)
+        vx, vy = _index(vx, idx), vy[idx]
     if eval_limit:
-        if eval_limit < len(vy):
-            idx, _ = stratified_take(vy, eval_limit)
-            vx, vy = _index(vx, idx), vy[idx]
         if eval_limit < len(test_y):
             idx, _ = stratified_take(test_y, eval_limit)
             test_x, test_y = _index(test_x, idx), test_y[idx]

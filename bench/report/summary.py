@@ -44,6 +44,17 @@ def targets(ref: pd.DataFrame, suite, model: str, dataset: str) -> dict[str, flo
             "paper": paper_target(suite.paper or {}, model, dataset)}
 
 
+def uniform_is_cost_control(runs: pd.DataFrame) -> bool:
+    """A run with passes beyond training whose work is within 3% of uniform's: uniform is its cost control."""
+    from bench.controls import REFERENCE, UNIFORM_COST
+
+    if runs.empty or runs["method"].iloc[0] == REFERENCE or "work_fraction" not in runs:
+        return False
+    extra = sum(runs[c].fillna(0).sum() for c in ("total_selection_forwards", "total_partial_forwards",
+                                                    "total_search_forwards") if c in runs)
+    return bool(extra > 0 and (runs["work_fraction"] - 1).abs().max() <= UNIFORM_COST)
+
+
 def _rank(r: pd.Series) -> tuple:
     """uniform first, then random_subset, then methods by name, each method's controls after it."""
     owner = r["control_of"] or r["method"]
@@ -73,7 +84,10 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
                 return runs[(runs["control_of"] == k["method"]) & (runs["control_of_variant"] == (k["variant"] or ""))
                             & np.isclose(runs["drop"], k["drop"]) & (runs["control_kind"] == kind)]
 
-            group = Group(k, g.sort_values("seed"), ref, controls("selection"), controls("cost"), tg, paper)
+            cost = controls("cost")
+            if cost.empty and not k["control_of"] and uniform_is_cost_control(g):
+                cost = ref
+            group = Group(k, g.sort_values("seed"), ref, controls("selection"), cost, tg, paper)
             row = dict(k)
             for m in METRICS:
                 row.update(m.values(group))

@@ -109,11 +109,10 @@ def _commits_line(runs: pd.DataFrame) -> str | None:
 
     plain = sorted({c.replace("-dirty", "") for c in commits})
     changed = set()
-    # what a run computes and measures; the report, the guard and the command line do not change a run
-    paths = ["bench", "methods", "baselines", ":(exclude)bench/report", ":(exclude)bench/regress", ":(exclude)bench/cli.py",
-             ":(exclude)bench/mlflow_server.py"]
+    from bench.cell import RUN_CODE
+
     for a, b in zip(plain, plain[1:]):
-        out = subprocess.run(["git", "diff", "--name-only", a, b, "--", *paths],
+        out = subprocess.run(["git", "diff", "--name-only", a, b, "--", *RUN_CODE],
                              cwd=PROJECT_ROOT, capture_output=True, text=True)
         if out.returncode:
             return (f"**Warning: these runs come from {len(commits)} commits ({', '.join(commits)}) that could not be "
@@ -275,7 +274,10 @@ def verdict(r) -> str:
         parts.append(f"selection control: {sel}")
     if cost:
         ratio = r.get("cost_work_ratio")
-        parts.append(f"cost control (work ratio {ratio:.3f}): {cost}" if not nan(ratio) else f"cost control: {cost}")
+        if r.get("cost_is_uniform"):
+            parts.append(f"cost control (uniform itself: its work is within 3% of uniform's): {cost}")
+        else:
+            parts.append(f"cost control (work ratio {ratio:.3f}): {cost}" if not nan(ratio) else f"cost control: {cost}")
     elif sel:
         parts.append("cost control: the selection control (no passes beyond training)")
     sp = r.get("train_speedup")
