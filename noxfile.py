@@ -8,6 +8,7 @@ pyproject.toml changes); no virtual environment per session or per cell.
     nox -s fetch                  fetch the offline datasets and weights into .cache/
     nox -s regress [-- --update]  CPU speed/accuracy regression guard against results/regress/baselines/<cpu>.json
     nox -s microbench [-- ARGS]   per-step selection overhead micro-benchmarks against results/benchmarks/
+    nox -s devicekit [-- --no-check]   build the GPU device kit (.devicekit/) and check it on CPU
     nox -s ui / nox -s server [-- --host H --port P --backend-store-uri URI]   an MLflow server (UI + API)
 """
 import hashlib

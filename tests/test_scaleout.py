@@ -19,7 +19,7 @@ import ray  # noqa: E402
 from bench import claims, mlflow_server, report, tracking  # noqa: E402
 from bench.device import hardware_name  # noqa: E402
 from bench.runner import run_suite  # noqa: E402
-from bench.suite import load_suite  # noqa: E402
+from bench.suite import MethodSpec, load_suite  # noqa: E402
 
 pytestmark = pytest.mark.scaleout
 TIMING = re.compile(r"seconds|speedup|time|run_id|cost|efficiency|work_frac|forward_frac")  # may differ between two runs of one cell (timings and time-weighted work)
@@ -290,3 +290,32 @@ def test_claim_protocol_one_holder_retries_reenter_lapsed_leases_pass_on(store, 
     assert tracking.client().get_run(b.run_id).info.status == "KILLED"
     assert [r.info.run_id for r in claims.live_claims("cell1")] == [c.run_id]
     c.release()
+
+
+def test_a_two_cell_slice_of_the_full_matrix_runs_on_ray_into_the_server(on_server, cluster):
+    """full.yaml as shipped, cut to two cells of its first block (ResNet-18 on Fashion-MNIST: uniform and the
+    random subset) with tiny limits, on the local Ray executor into one MLflow server: how the matrix runs."""
+    import dataclasses
+
+    import torch
+
+    from bench.suite import Block, load_suite
+
+    full = load_suite("full")
+    first = full.blocks[0]
+    tiny = {"epochs": 1, "batch_size": 16, "train_limit": 48, "eval_limit": 16, "device": "cpu", "progress": False}
+    block = Block(first.models[:1], first.datasets[:1], (MethodSpec("uniform"), MethodSpec("random_subset")),
+                  first.drops[:1], first.seeds[:1], {**first.overrides, **tiny})
+    assert block.models == ("resnet18",) and block.datasets == ("fashion_mnist",)
+    piece = dataclasses.replace(full, blocks=(block,), controls=False)
+    assert len(piece.cells()) == 2
+    threads = torch.get_num_threads()
+    lines = []
+    try:
+        with within(400):
+            out = run_suite(piece, executor="ray", log=lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert out.ran == 2 and not out.failed, (out.failed, lines)
+    runs = tracking.client().search_runs([tracking.experiment_id()], "tags.executor = 'ray'")
+    assert {r.data.params["model"] for r in runs if r.data.params.get("train_limit") == "48"} == {"resnet18"}

@@ -59,6 +59,15 @@ def _cost_work_ratio(g: Group) -> float:
     return float(np.nanmean(r)) if r else float("nan")
 
 
+def _exit_corr(g: Group) -> str:
+    if "exit_rank_corr" not in g.runs or g.runs["exit_rank_corr"].isna().all():
+        return ""  # not a SIFT row
+    v = g.runs["exit_rank_corr_at_start"].dropna()
+    never = len(g.runs) - len(v)
+    text = f"{v.min():.2f}–{v.max():.2f}" if len(v) else ""
+    return (text + (f", never in {never}" if never else "")).strip(", ")
+
+
 def _ttt_per_seed(runs, target: float) -> dict[int, float]:
     return {int(r.seed): stats.time_to_target(r.curve_val_acc, r.curve_seconds, target) for r in runs.itertuples()}
 
@@ -214,6 +223,15 @@ for m in [
            "training batches, minus the run's own, mean over seeds (models with batch norm)",
            lambda g: 100 * (g.mean("test_acc_bn_recomputed") - g.mean("final_test_acc")),
            plain("bn_recomputed_pts", "+.2f"), reads=("test_acc_bn_recomputed",), optional=True),
+    Metric("exit_corr_at_start", "exit ρ at start (min–max)",
+           "SIFT: the held-out Spearman correlation of exit and full-model losses when selection started, lowest and "
+           "highest over seeds (selection starts only at or above its threshold); 'never' counts the seeds where it "
+           "never started", _exit_corr, lambda r: r["exit_corr_at_start"] or "", reads=("exit_rank_corr_at_start",),
+           optional=True),
+    mean_of("exit_rank_corr", "exit ρ last", ".2f", "SIFT: that correlation after the last epoch, mean over seeds",
+            optional=True),
+    mean_of("kept_class_max_share", "kept class max share", ".2f",
+            "SIFT: the largest share one class took of the samples it kept, mean over seeds", optional=True),
     mean_of("host_syncs", "host syncs", ".0f", "host syncs in the method's hooks (counted on GPUs, and on CPU in "
             "the sync audit)", optional=True, table=False),
     Metric("step_time_vs_uniform", "step time / sample vs uniform",
@@ -222,9 +240,10 @@ for m in [
     Metric("forward_time_vs_uniform", "fwd time / sample vs uniform",
            "forward stage seconds per training forward, over uniform's", relative_to_uniform(FORWARD_STAGE, "total_forwards"),
            plain("forward_time_vs_uniform", ".2f"), table=False),
-    mean_of("train_seconds", "train s", ".1f", "train seconds", table=False),
-    mean_of("work_seconds", "work s", ".1f", "train + search seconds", table=False),
-    mean_of("e2e_seconds", "e2e s", ".1f", "end-to-end seconds", table=False),
+    mean_of("train_seconds", "train s", ".1f", "train seconds, mean over seeds"),
+    mean_of("work_seconds", "work s", ".1f", "train + search seconds, mean over seeds"),
+    mean_of("e2e_seconds", "e2e s", ".1f", "end-to-end seconds (set-up, precompute, train, search, evaluation), "
+            "mean over seeds"),
     mean_of("setup_seconds", "setup s", ".1f", "set-up seconds (data, model, precompute)", table=False),
     mean_of("search_seconds", "search s", ".1f", "search seconds", table=False),
     mean_of("plan_step_error", "step plan error", ".3f", "(optimizer steps taken - planned) / planned", table=False),

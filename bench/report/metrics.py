@@ -199,12 +199,26 @@ def untrained_seeds(runs: pd.DataFrame) -> int:
     return int((runs["final_test_acc"] < runs["chance_acc"] + CHANCE_MARGIN).sum())
 
 
+def _likely_cause(runs: pd.DataFrame) -> str:
+    """What the runs at chance show: a training loss that never fell, or one that fell on batches that did not
+    carry over to the test set (a selection skewed to some samples or classes)."""
+    at_chance = runs[runs["final_test_acc"] < runs["chance_acc"] + CHANCE_MARGIN]
+    first = [h[0] for h in at_chance.get("hist_train_loss", []) if isinstance(h, list) and h]
+    last = [h[-1] for h in at_chance.get("hist_train_loss", []) if isinstance(h, list) and h]
+    if not last:
+        return "likely cause unknown (no training-loss history)"
+    if np.nanmean(last) >= 0.9 * np.nanmean(first):
+        return f"likely cause: its training loss never fell (epoch 1 {np.nanmean(first):.2f}, last {np.nanmean(last):.2f})"
+    return (f"likely cause: its training loss fell ({np.nanmean(first):.2f} to {np.nanmean(last):.2f}) on batches that do "
+            "not carry over to the test set (a selection skewed to some samples or classes)")
+
+
 def notes(g: Group) -> str:
     out = []
     bad = untrained_seeds(g.runs)
     if bad:
         out.append(f"did not train in {bad} of {len(g.runs)} seeds (test accuracy within "
-                   f"{100 * CHANCE_MARGIN:.0f} pts of the majority class): no verdict")
+                   f"{100 * CHANCE_MARGIN:.0f} pts of the majority class): no verdict; {_likely_cause(g.runs)}")
     share = g.mean("active_share")
     if not nan(share) and share == 0:
         out.append("mechanism never on (active share 0)")

@@ -25,7 +25,7 @@ IDENTITY = (
 )
 # Per-run series (lists): epoch-end values, and the curve time to target reads
 # (sub-epoch probes when the run logged them, else epoch ends).
-HISTORY_COLUMNS = ("hist_epoch", "hist_val_acc", "hist_work_seconds", "hist_e2e_seconds",
+HISTORY_COLUMNS = ("hist_epoch", "hist_val_acc", "hist_work_seconds", "hist_e2e_seconds", "hist_train_loss",
                    "curve_val_acc", "curve_seconds", "curve_kind")
 SORT = ["hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "control_kind", "drop",
         "seed"]
@@ -96,7 +96,7 @@ def _series(c, run_id: str, name: str) -> dict[int, float]:
 def _history(c, run_id: str, epochs: int) -> dict[str, Any]:
     """Epoch-end values (steps 0..epochs-1; the final metrics sit at step=epochs) and probes."""
     s = {n: _series(c, run_id, n) for n in ("val_acc", "train_seconds", "search_seconds", "e2e_seconds",
-                                            "probe_val_acc", "probe_train_seconds")}
+                                            "probe_val_acc", "probe_train_seconds", "train_loss")}
     steps = sorted(k for k in s["val_acc"] if 0 <= k < epochs)
     nan = float("nan")
     train = [s["train_seconds"].get(k, nan) for k in steps]
@@ -106,6 +106,7 @@ def _history(c, run_id: str, epochs: int) -> dict[str, Any]:
         "hist_val_acc": [s["val_acc"][k] for k in steps],
         "hist_work_seconds": [a + b for a, b in zip(train, search)],
         "hist_e2e_seconds": [s["e2e_seconds"].get(k, nan) for k in steps],
+        "hist_train_loss": [s["train_loss"].get(k, nan) for k in steps],
     }
     probes = sorted(set(s["probe_val_acc"]) & set(s["probe_train_seconds"]))
     if probes:

@@ -126,7 +126,7 @@ print(f"store ok: {tracking.tracking_uri()} (mlflow {mlflow.__version__}, SQLAlc
     if [ "$REFERENCE_EPOCHS" -gt 0 ]; then
         if [ "$(left)" -ge 30 ]; then
             timeout $(($(left) - 5)) python3 results/gpu/reference_loop.py --root "$BENCH_CACHE/data" \
-                --epochs "$REFERENCE_EPOCHS" > "$OUT/reference.json" && cat "$OUT/reference.json" ||
+                --epochs "$REFERENCE_EPOCHS" --train-limit 20000 > "$OUT/reference.json" && cat "$OUT/reference.json" ||
                 echo "reference loop did not finish in the $(left)s left"
         else
             echo "reference loop skipped: $(left)s of the budget left"

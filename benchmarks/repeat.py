@@ -1,0 +1,71 @@
+"""Two runs of one suite on one machine, compared row by row: does the clock repeat?
+
+    python benchmarks/repeat.py results/quick/summary.csv OTHER/summary.csv --out results/quick/repeat.md
+
+For every row present in both (setting, method, variant, control, drop): its train speedup in each
+run and the relative change, its test accuracy in each, the random subset's speedup efficiency
+(the clock check), and every row's speedup efficiency above 1.05 (flagged or not). A measurement
+script, not a test: it reads the tables two `nox -s reproduce` runs wrote.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+KEY = ["model", "dataset", "epochs", "method", "variant", "control_of", "control_of_variant", "control_kind", "drop"]
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    cols = ["train_speedup", "test_acc_mean", "speedup_efficiency", "notes"]
+    m = a[KEY + cols].merge(b[KEY + cols], on=KEY, suffixes=("_1", "_2"))
+    m["speedup_change"] = m["train_speedup_2"] / m["train_speedup_1"] - 1
+    m["acc_change_pts"] = 100 * (m["test_acc_mean_2"] - m["test_acc_mean_1"])
+    return m
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("first")
+    ap.add_argument("second")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
+    m = compare(read(a.first), read(a.second))
+    rows = m[m["method"] != "uniform"].copy()
+    worst = rows.loc[rows["speedup_change"].abs().idxmax()]
+    rs = m[(m["method"] == "random_subset") & (m["control_of"].fillna("") == "")]
+    high = m[(m["speedup_efficiency_1"] > 1.05) | (m["speedup_efficiency_2"] > 1.05)]
+    lines = [
+        "# Two runs of the suite on one machine", "",
+        f"{a.note}".strip(), "",
+        f"- rows compared: {len(rows)} (every row but uniform, the reference: its speedup is 1 by definition)",
+        f"- largest change of a row's train speedup: {100 * worst['speedup_change']:+.1f}% "
+        f"({worst['method']} {worst['control_kind'] or ''} {worst['control_of'] or ''} {worst['model']}/{worst['dataset']}: "
+        f"{worst['train_speedup_1']:.3f}x then {worst['train_speedup_2']:.3f}x); rows within 5%: "
+        f"{int((rows['speedup_change'].abs() <= 0.05).sum())} of {len(rows)}",
+        "- the random subset's speedup against its ideal (the clock check), per run: " + "; ".join(
+            f"{r.model}/{r.dataset} drop {r.drop:g}: {r.speedup_efficiency_1:.3f} then {r.speedup_efficiency_2:.3f}"
+            for r in rs.itertuples()),
+        f"- rows with a speedup efficiency above 1.05 in either run: {len(high)}"
+        + ("".join(f"; {r.method} {r.control_kind or ''} ({r.speedup_efficiency_1:.2f} / {r.speedup_efficiency_2:.2f}, "
+                   f"flagged: {'yes' if 'measurement problem' in str(r.notes_1) else 'no'})" for r in high.itertuples())),
+        f"- largest change of a row's mean test accuracy: {rows['acc_change_pts'].abs().max():.2f} points", "",
+        "| model | dataset | method | control | drop | train speedup 1 | train speedup 2 | change | test acc 1 | test acc 2 |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows.sort_values(KEY).itertuples():
+        ctl = f"{r.control_kind} [{r.control_of}]" if r.control_of else ""
+        lines.append(f"| {r.model} | {r.dataset} | {r.method} {r.variant or ''} | {ctl} | {r.drop:g} | "
+                     f"{r.train_speedup_1:.3f} | {r.train_speedup_2:.3f} | {100 * r.speedup_change:+.1f}% | "
+                     f"{100 * r.test_acc_mean_1:.2f} | {100 * r.test_acc_mean_2:.2f} |")
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:9]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
