@@ -122,7 +122,7 @@ class PassCosts:
         return cls(m["cost_forward_s"], m["cost_backward_s"], m["cost_score_s"], partial)
 
 
-REPEATS = 3
+REPEATS = 2
 
 
 def measure_costs(model: torch.nn.Module, x, mask, y, exits=(), amp=None, clock=None) -> PassCosts:

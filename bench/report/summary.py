@@ -44,15 +44,18 @@ def targets(ref: pd.DataFrame, suite, model: str, dataset: str) -> dict[str, flo
             "paper": paper_target(suite.paper or {}, model, dataset)}
 
 
-def uniform_is_cost_control(runs: pd.DataFrame) -> bool:
-    """A run with passes beyond training whose work is within 3% of uniform's: uniform is its cost control."""
-    from bench.controls import REFERENCE, UNIFORM_COST
+def with_uniform_cost(runs: pd.DataFrame, cost: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    """The row's cost-control runs, with uniform's run of each seed whose own run had passes beyond training
+    and came within 3% of uniform's work (bench/controls.py: uniform itself is that seed's cost control)."""
+    from bench.controls import CONTROL, REFERENCE, UNIFORM_COST
 
-    if runs.empty or runs["method"].iloc[0] == REFERENCE or "work_fraction" not in runs:
-        return False
-    extra = sum(runs[c].fillna(0).sum() for c in ("total_selection_forwards", "total_partial_forwards",
-                                                    "total_search_forwards") if c in runs)
-    return bool(extra > 0 and (runs["work_fraction"] - 1).abs().max() <= UNIFORM_COST)
+    if runs.empty or runs["method"].iloc[0] in (REFERENCE, CONTROL) or "work_fraction" not in runs or ref.empty:
+        return cost
+    extra = sum(runs[c].fillna(0) for c in ("total_selection_forwards", "total_partial_forwards",
+                                              "total_search_forwards") if c in runs)
+    near = runs[(extra > 0) & ((runs["work_fraction"] - 1).abs() <= UNIFORM_COST) & ~runs["seed"].isin(cost["seed"])]
+    add = ref[ref["seed"].isin(near["seed"])]
+    return pd.concat([cost, add.assign(control_kind="cost")]) if len(add) else cost
 
 
 def _rank(r: pd.Series) -> tuple:
@@ -85,8 +88,8 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
                             & np.isclose(runs["drop"], k["drop"]) & (runs["control_kind"] == kind)]
 
             cost = controls("cost")
-            if cost.empty and not k["control_of"] and uniform_is_cost_control(g):
-                cost = ref
+            if not k["control_of"]:
+                cost = with_uniform_cost(g, cost, ref)
             group = Group(k, g.sort_values("seed"), ref, controls("selection"), cost, tg, paper)
             row = dict(k)
             for m in METRICS:

@@ -274,10 +274,11 @@ def verdict(r) -> str:
         parts.append(f"selection control: {sel}")
     if cost:
         ratio = r.get("cost_work_ratio")
-        if r.get("cost_is_uniform"):
-            parts.append(f"cost control (uniform itself: its work is within 3% of uniform's): {cost}")
-        else:
-            parts.append(f"cost control (work ratio {ratio:.3f}): {cost}" if not nan(ratio) else f"cost control: {cost}")
+        uni = int(r.get("cost_is_uniform") or 0)
+        which = (f"; uniform itself in {uni} seed{'s' if uni > 1 else ''} whose work came within 3% of uniform's"
+                 if uni else "")
+        parts.append(f"cost control (work ratio {ratio:.3f}{which}): {cost}" if not nan(ratio) else
+                     f"cost control{f' ({which[2:]})' if which else ''}: {cost}")
     elif sel:
         parts.append("cost control: the selection control (no passes beyond training)")
     sp = r.get("train_speedup")
