@@ -299,9 +299,10 @@ def test_a_two_cell_slice_of_the_full_matrix_runs_on_ray_into_the_server(on_serv
 
     import torch
 
-    from bench.suite import Block, load_suite
+    from bench.paths import PROJECT_ROOT
+    from bench.suite import Block
 
-    full = load_suite("full")
+    full = load_suite(str(PROJECT_ROOT / "results" / "suites" / "full.yaml"))  # the fixture points BENCH_RESULTS elsewhere
     first = full.blocks[0]
     tiny = {"epochs": 1, "batch_size": 16, "train_limit": 48, "eval_limit": 16, "device": "cpu", "progress": False}
     block = Block(first.models[:1], first.datasets[:1], (MethodSpec("uniform"), MethodSpec("random_subset")),
