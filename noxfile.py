@@ -77,9 +77,17 @@ def compare(session):
 
 @nox.session
 def tests(session):
-    """The test suite, on CPU, in minutes."""
+    """The test suite, on CPU, in minutes: two pytest workers, then the tests that time themselves, alone.
+    Arguments after -- go to one plain pytest run instead."""
     _bench(session, "fetch")
-    session.run(_env(session), "-m", "pytest", "-q", *session.posargs, external=True, env={"HF_HUB_OFFLINE": "1"})
+    env = {"HF_HUB_OFFLINE": "1"}
+    if session.posargs:
+        session.run(_env(session), "-m", "pytest", "-q", *session.posargs, external=True, env=env)
+        return
+    # loadfile keeps each module's fixtures (Ray cluster, MLflow server, real cells) on one worker
+    session.run(_env(session), "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "-m", "not serial",
+                external=True, env=env)
+    session.run(_env(session), "-m", "pytest", "-q", "-m", "serial", external=True, env=env)
 
 
 @nox.session

@@ -4,6 +4,11 @@ import os
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("BENCH_WARM_EVAL", "1")  # eval-mode shapes warmed untimed on CPU too, as on a GPU: the path tested
 

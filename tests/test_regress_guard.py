@@ -10,6 +10,7 @@ from bench.regress import guard
 from bench.regress.inject import inject_cpu_work, per_step_seconds_now
 from bench.suite import load_suite
 
+pytestmark = pytest.mark.serial  # its pass/fail reads CPU time, so it runs alone
 ROUNDS = 3
 
 
