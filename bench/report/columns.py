@@ -181,6 +181,10 @@ for m in [
     Metric("cost_is_uniform", "cost ctl is uniform", "seeds whose work was within 3% of uniform's: uniform itself "
            "is their cost control", lambda g: int((g.cost["method"] == "uniform").sum()) if len(g.cost) else 0,
            plain("cost_is_uniform", "d"), table=False),
+    Metric("selection_is_uniform", "sel. ctl is uniform", "seeds whose run kept uniform's plan (every sample, every "
+           "epoch): uniform itself is their selection control",
+           lambda g: int((g.control["method"] == "uniform").sum()) if len(g.control) else 0,
+           plain("selection_is_uniform", "d"), table=False),
     Metric("cost_work_ratio", "cost ctl work / own",
            "the cost control's realized work over this row's, in this row's measured pass costs (1 = equal cost)",
            _cost_work_ratio, plain("cost_work_ratio", ".3f"), optional=True),

@@ -21,7 +21,7 @@ from bench.suite import REFERENCE
 IDENTITY = (
     "hardware", "model", "dataset", "label_noise", "epochs", "setting", "method", "variant", "params", "control_of",
     "control_of_variant", "control_kind", "drop", "own_drop", "own_epochs", "seed", "label", "faithful", "git_commit", "clock",
-    "config_key", "cell_key", "run_id", "start_time",
+    "config_key", "cell_key", "run_id", "start_time", "plan_is_uniform",
 )
 # Per-run series (lists): epoch-end values, and the curve time to target reads
 # (sub-epoch probes when the run logged them, else epoch ends).
@@ -147,7 +147,7 @@ def collect(suite) -> pd.DataFrame:
             "seed": int(at.seed), "label": cfg.label,
             "faithful": _bool(t.get("faithful", True)), "git_commit": t.get("git_commit", "unknown"),
             "clock": t.get("clock", "wall"), "config_key": cfg.config_key(), "cell_key": t.get("cell_key", ""), "run_id": run.info.run_id,
-            "start_time": int(run.info.start_time or 0),
+            "start_time": int(run.info.start_time or 0), "plan_is_uniform": _plan_is_uniform(cfg, run),
             **{k: float(m.get(k, np.nan)) for k in wanted},
             **{k: float(v) for k, v in m.items() if k.startswith(("stage_", "total_", "cost_"))},
             **_history(c, run.info.run_id, int(cfg.epochs)),
@@ -158,6 +158,14 @@ def collect(suite) -> pd.DataFrame:
     if rows:
         df = df.sort_values(SORT, kind="stable").reset_index(drop=True)
     return df
+
+
+def _plan_is_uniform(cfg, run) -> bool:
+    """The run trained every sample every epoch in full batches: uniform's run is its selection control."""
+    from bench.controls import uniform_plan
+
+    n, plan = run.data.params.get("n_train"), run.data.tags.get("batch_plan", "")
+    return bool(n and plan and plan == uniform_plan(int(n), cfg.batch_size, cfg.epochs))
 
 
 def diverged(suite) -> pd.DataFrame:

@@ -58,6 +58,18 @@ def with_uniform_cost(runs: pd.DataFrame, cost: pd.DataFrame, ref: pd.DataFrame)
     return pd.concat([cost, add.assign(control_kind="cost")]) if len(add) else cost
 
 
+def with_uniform_selection(runs: pd.DataFrame, sel: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    """The row's selection-control runs, with uniform's run of each seed whose own run kept uniform's plan
+    (a switch that never turned on: bench/controls.py runs no control then, uniform is that seed's control)."""
+    from bench.controls import CONTROL, REFERENCE
+
+    if runs.empty or runs["method"].iloc[0] in (REFERENCE, CONTROL) or "plan_is_uniform" not in runs or ref.empty:
+        return sel
+    same = runs[runs["plan_is_uniform"].fillna(False).astype(bool) & ~runs["seed"].isin(sel["seed"])]
+    add = ref[ref["seed"].isin(same["seed"])]
+    return pd.concat([sel, add.assign(control_kind="selection")]) if len(add) else sel
+
+
 def _rank(r: pd.Series) -> tuple:
     """uniform first, then random_subset, then methods by name, each method's controls after it."""
     owner = r["control_of"] or r["method"]
@@ -87,10 +99,10 @@ def summary(df: pd.DataFrame, suite) -> pd.DataFrame:
                 return runs[(runs["control_of"] == k["method"]) & (runs["control_of_variant"] == (k["variant"] or ""))
                             & np.isclose(runs["drop"], k["drop"]) & (runs["control_kind"] == kind)]
 
-            cost = controls("cost")
+            cost, sel = controls("cost"), controls("selection")
             if not k["control_of"]:
-                cost = with_uniform_cost(g, cost, ref)
-            group = Group(k, g.sort_values("seed"), ref, controls("selection"), cost, tg, paper)
+                cost, sel = with_uniform_cost(g, cost, ref), with_uniform_selection(g, sel, ref)
+            group = Group(k, g.sort_values("seed"), ref, sel, cost, tg, paper)
             row = dict(k)
             for m in METRICS:
                 row.update(m.values(group))

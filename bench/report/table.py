@@ -210,6 +210,7 @@ def headline(s: pd.DataFrame) -> str:
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", "", "| method | drop | n | Δ sel. ctl | Δ cost ctl | train speedup | verdict |",
                 "|---|---:|---:|---:|---:|---:|---|"]
+        several = _several(g)
         for _, r in g.iterrows():
             sel, cost = r.get("verdict_selection") or "–", r.get("verdict_cost") or "–"
             if nan(r.get("acc_vs_cost_pts")) and not nan(r.get("acc_vs_selection_pts")):
@@ -217,7 +218,7 @@ def headline(s: pd.DataFrame) -> str:
             sp = r["train_speedup"]
             speed = "–" if nan(sp) else f"{sp:.2f}×" + ("" if nan(r["train_speedup_ci_low"]) else
                                                          f" ({r['train_speedup_ci_low']:.2f}–{r['train_speedup_ci_high']:.2f})")
-            name = row_name(r)[:22]
+            name = row_name(r, r["method"] in several)[:24]
             verdict = f"{_brief(sel)}/{_brief(cost)}"
             if "did not train" in str(r.get("notes") or ""):
                 verdict = "did not train"
@@ -225,6 +226,11 @@ def headline(s: pd.DataFrame) -> str:
                        f"{_short(r, 'acc_vs_cost_pts')} | {speed} | {verdict} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _several(rows: pd.DataFrame) -> set[str]:
+    """Methods with more than one variant among these rows: their names carry the variant."""
+    return set(rows.loc[rows.duplicated(["method", "drop"], keep=False), "method"])
 
 
 def _brief(word: str) -> str:
@@ -241,8 +247,9 @@ def verdicts(s: pd.DataFrame) -> str:
     out = ["## Verdicts: test accuracy against the two random controls", "", f"Rule: {verdicts_mod.RULE}.", ""]
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", ""]
+        several = _several(g)
         for _, r in g.iterrows():
-            out.append(f"- {row_name(r)} drop {r['drop']:g} (n={int(r['n_seeds'])}): {verdict(r)}")
+            out.append(f"- {row_name(r, r['method'] in several)} drop {r['drop']:g} (n={int(r['n_seeds'])}): {verdict(r)}")
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -271,7 +278,9 @@ def verdict(r) -> str:
         return "no control run (logged before controls existed: re-run the suite)"
     parts = []
     if sel:
-        parts.append(f"selection control: {sel}")
+        same = int(r.get("selection_is_uniform") or 0)
+        which = f" (uniform itself in {same} seed{'s' if same > 1 else ''} whose run kept uniform's plan)" if same else ""
+        parts.append(f"selection control{which}: {sel}")
     if cost:
         ratio = r.get("cost_work_ratio")
         uni = int(r.get("cost_is_uniform") or 0)
