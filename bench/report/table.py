@@ -210,15 +210,15 @@ def headline(s: pd.DataFrame) -> str:
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", "", "| method | drop | n | Δ sel. ctl | Δ cost ctl | train speedup | verdict |",
                 "|---|---:|---:|---:|---:|---:|---|"]
-        several = _several(g)
-        for _, r in g.iterrows():
+        names = _names(g)
+        for i, r in g.iterrows():
             sel, cost = r.get("verdict_selection") or "–", r.get("verdict_cost") or "–"
             if nan(r.get("acc_vs_cost_pts")) and not nan(r.get("acc_vs_selection_pts")):
                 cost = "= sel."
             sp = r["train_speedup"]
             speed = "–" if nan(sp) else f"{sp:.2f}×" + ("" if nan(r["train_speedup_ci_low"]) else
                                                          f" ({r['train_speedup_ci_low']:.2f}–{r['train_speedup_ci_high']:.2f})")
-            name = row_name(r, r["method"] in several)[:24]
+            name = names[i][:24]
             verdict = f"{_brief(sel)}/{_brief(cost)}"
             if "did not train" in str(r.get("notes") or ""):
                 verdict = "did not train"
@@ -228,9 +228,20 @@ def headline(s: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _several(rows: pd.DataFrame) -> set[str]:
-    """Methods with more than one variant among these rows: their names carry the variant."""
-    return set(rows.loc[rows.duplicated(["method", "drop"], keep=False), "method"])
+def _names(rows: pd.DataFrame) -> dict:
+    """Each row's method name; a method with several variants among these rows carries the parameters
+    that tell them apart (those all its rows share, such as a suite-wide preset, are left out)."""
+    out = {}
+    for (method, _), g in rows.groupby(["method", "drop"], sort=False):
+        if len(g) < 2:
+            out.update({i: row_name(r) for i, r in g.iterrows()})
+            continue
+        parts = {i: [p for p in str(r["variant"] or "").split(",") if p] for i, r in g.iterrows()}
+        shared = set.intersection(*(set(v) for v in parts.values()))
+        for i, v in parts.items():
+            rest = ",".join(p for p in v if p not in shared)
+            out[i] = f"{method} ({rest})" if rest else method
+    return out
 
 
 def _brief(word: str) -> str:
@@ -247,9 +258,9 @@ def verdicts(s: pd.DataFrame) -> str:
     out = ["## Verdicts: test accuracy against the two random controls", "", f"Rule: {verdicts_mod.RULE}.", ""]
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", ""]
-        several = _several(g)
-        for _, r in g.iterrows():
-            out.append(f"- {row_name(r, r['method'] in several)} drop {r['drop']:g} (n={int(r['n_seeds'])}): {verdict(r)}")
+        names = _names(g)
+        for i, r in g.iterrows():
+            out.append(f"- {names[i]} drop {r['drop']:g} (n={int(r['n_seeds'])}): {verdict(r)}")
         out.append("")
     return "\n".join(out) + "\n"
 
