@@ -176,11 +176,15 @@ FORWARD_STAGE = ["stage_forward_seconds"]
 
 
 def speedup_efficiency(g: Group) -> float:
-    """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup)."""
+    """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup); the work
+    fraction is over the compared row's epochs, so a control that ran more epochs is judged on its real work."""
     if g.ref.empty or "train_work_fraction" not in g.runs:
         return float("nan")
-    ref, m = stats.pairs(g.ref, g.runs, "train_seconds")
-    _, twf = stats.pairs(g.ref, g.runs, "train_work_fraction")
+    runs = g.runs
+    if "own_epochs" in runs and "epochs" in runs:  # a cost control given more epochs than the row it controls
+        runs = runs.assign(train_work_fraction=runs["train_work_fraction"] * runs["own_epochs"] / runs["epochs"])
+    ref, m = stats.pairs(g.ref, runs, "train_seconds")
+    _, twf = stats.pairs(g.ref, runs, "train_work_fraction")
     with np.errstate(divide="ignore", invalid="ignore"):
         e = ref / m * twf
     e = e[np.isfinite(e)]
