@@ -287,3 +287,26 @@ def test_two_variants_of_one_method_keep_their_own_controls():
     assert x.loc["", "acc_vs_selection_pts"] == pytest.approx(-8.0)
     assert x.loc["exit_layer=2", "acc_vs_selection_pts"] == pytest.approx(-1.0)
     assert "selection control [x (exit_layer=2)]" in report.render(s)
+
+
+def test_headline_names_carry_only_the_parameters_that_tell_variants_apart():
+    from bench.report.table import _names
+
+    rows = pd.DataFrame([
+        {"method": "impon", "drop": 0.0, "variant": "preset=paper", "control_of": ""},
+        {"method": "impon", "drop": 0.0, "variant": "center=True,preset=paper", "control_of": ""},
+        {"method": "sift", "drop": 0.5, "variant": "exit_layer=2", "control_of": ""},
+    ])
+    assert _names(rows) == {0: "impon", 1: "impon (center=True)", 2: "sift"}
+
+
+def test_a_run_that_kept_uniforms_plan_has_uniform_as_its_selection_control():
+    from bench.report.summary import with_uniform_selection
+
+    runs = pd.DataFrame({"method": ["sift", "sift"], "seed": [0, 1], "plan_is_uniform": [True, False]})
+    sel = pd.DataFrame({"method": ["random_subset"], "seed": [1], "control_kind": ["selection"]})
+    ref = pd.DataFrame({"method": ["uniform", "uniform"], "seed": [0, 1], "control_kind": ["", ""]})
+    out = with_uniform_selection(runs, sel, ref)
+    assert sorted(zip(out["seed"], out["method"])) == [(0, "uniform"), (1, "random_subset")]
+    assert set(out["control_kind"]) == {"selection"}
+    assert with_uniform_selection(runs.assign(plan_is_uniform=False), sel, ref).equals(sel)

@@ -210,8 +210,10 @@ def headline(s: pd.DataFrame) -> str:
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         out += [f"**{labels[(hw, setting)]}**", "", "| method | drop | n | Δ sel. ctl | Δ cost ctl | train speedup | verdict |",
                 "|---|---:|---:|---:|---:|---:|---|"]
-        names = _names(g)
+        names, tags = _names(g), {}
         for i, r in g.iterrows():
+            if len(names[i]) > 24:  # too wide for the headline: a short tag, spelled out under the table
+                names[i] = tags.setdefault(names[i], f"{r['method']} [v{len(tags) + 1}]")
             sel, cost = r.get("verdict_selection") or "–", r.get("verdict_cost") or "–"
             if nan(r.get("acc_vs_cost_pts")) and not nan(r.get("acc_vs_selection_pts")):
                 cost = "= sel."
@@ -224,7 +226,7 @@ def headline(s: pd.DataFrame) -> str:
                 verdict = "did not train"
             out.append(f"| {name} | {r['drop']:g} | {int(r['n_seeds'])} | {_short(r, 'acc_vs_selection_pts')} | "
                        f"{_short(r, 'acc_vs_cost_pts')} | {speed} | {verdict} |")
-        out.append("")
+        out += [""] + [f"- {tag}: {full}" for full, tag in tags.items()] + ([""] if tags else [])
     return "\n".join(out) + "\n"
 
 
