@@ -44,30 +44,42 @@ def targets(ref: pd.DataFrame, suite, model: str, dataset: str) -> dict[str, flo
             "paper": paper_target(suite.paper or {}, model, dataset)}
 
 
-def with_uniform_cost(runs: pd.DataFrame, cost: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
-    """The row's cost-control runs, with uniform's run of each seed whose own run had passes beyond training
-    and came within 3% of uniform's work (bench/controls.py: uniform itself is that seed's cost control)."""
-    from bench.controls import CONTROL, REFERENCE, UNIFORM_COST
+def _with_uniform(runs: pd.DataFrame, ctl: pd.DataFrame, ref: pd.DataFrame, kind: str, uniform_is_control) -> pd.DataFrame:
+    """The row's `kind` control runs, plus uniform's run of each seed for which bench/controls.py ran no
+    control because uniform training itself is that seed's control (`uniform_is_control(runs)`: a mask)."""
+    from bench.controls import CONTROL, REFERENCE
 
-    if runs.empty or runs["method"].iloc[0] in (REFERENCE, CONTROL) or "work_fraction" not in runs or ref.empty:
-        return cost
+    if runs.empty or runs["method"].iloc[0] in (REFERENCE, CONTROL) or ref.empty:
+        return ctl
+    seeds = runs[uniform_is_control(runs) & ~runs["seed"].isin(ctl["seed"])]["seed"]
+    add = ref[ref["seed"].isin(seeds)]
+    return pd.concat([ctl, add.assign(control_kind=kind)]) if len(add) else ctl
+
+
+def _near_uniform_work(runs: pd.DataFrame) -> pd.Series:
+    """Runs with passes beyond training whose work came within 3% of uniform's: uniform is their cost control."""
+    from bench.controls import UNIFORM_COST
+
+    if "work_fraction" not in runs:
+        return pd.Series(False, index=runs.index)
     extra = sum(runs[c].fillna(0) for c in ("total_selection_forwards", "total_partial_forwards",
                                               "total_search_forwards") if c in runs)
-    near = runs[(extra > 0) & ((runs["work_fraction"] - 1).abs() <= UNIFORM_COST) & ~runs["seed"].isin(cost["seed"])]
-    add = ref[ref["seed"].isin(near["seed"])]
-    return pd.concat([cost, add.assign(control_kind="cost")]) if len(add) else cost
+    return (extra > 0) & ((runs["work_fraction"] - 1).abs() <= UNIFORM_COST)
+
+
+def _kept_uniform_plan(runs: pd.DataFrame) -> pd.Series:
+    """Runs that trained every sample every epoch in full batches: uniform is their selection control."""
+    if "plan_is_uniform" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["plan_is_uniform"].fillna(False).astype(bool)
+
+
+def with_uniform_cost(runs: pd.DataFrame, cost: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    return _with_uniform(runs, cost, ref, "cost", _near_uniform_work)
 
 
 def with_uniform_selection(runs: pd.DataFrame, sel: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
-    """The row's selection-control runs, with uniform's run of each seed whose own run kept uniform's plan
-    (a switch that never turned on: bench/controls.py runs no control then, uniform is that seed's control)."""
-    from bench.controls import CONTROL, REFERENCE
-
-    if runs.empty or runs["method"].iloc[0] in (REFERENCE, CONTROL) or "plan_is_uniform" not in runs or ref.empty:
-        return sel
-    same = runs[runs["plan_is_uniform"].fillna(False).astype(bool) & ~runs["seed"].isin(sel["seed"])]
-    add = ref[ref["seed"].isin(same["seed"])]
-    return pd.concat([sel, add.assign(control_kind="selection")]) if len(add) else sel
+    return _with_uniform(runs, sel, ref, "selection", _kept_uniform_plan)
 
 
 def _rank(r: pd.Series) -> tuple:

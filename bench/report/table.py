@@ -295,12 +295,12 @@ def verdict(r) -> str:
         which = f" (uniform itself in {same} seed{'s' if same > 1 else ''} whose run kept uniform's plan)" if same else ""
         parts.append(f"selection control{which}: {sel}")
     if cost:
-        ratio = r.get("cost_work_ratio")
-        uni = int(r.get("cost_is_uniform") or 0)
-        which = (f"; uniform itself in {uni} seed{'s' if uni > 1 else ''} whose work came within 3% of uniform's"
-                 if uni else "")
-        parts.append(f"cost control (work ratio {ratio:.3f}{which}): {cost}" if not nan(ratio) else
-                     f"cost control{f' ({which[2:]})' if which else ''}: {cost}")
+        ratio, uni = r.get("cost_work_ratio"), int(r.get("cost_is_uniform") or 0)
+        detail = "; ".join(p for p in (
+            "" if nan(ratio) else f"work ratio {ratio:.3f}",
+            f"uniform itself in {uni} seed{'s' if uni > 1 else ''} whose work came within 3% of uniform's" if uni else "",
+        ) if p)
+        parts.append(f"cost control ({detail}): {cost}" if detail else f"cost control: {cost}")
     elif sel:
         parts.append("cost control: the selection control (no passes beyond training)")
     sp = r.get("train_speedup")
