@@ -33,7 +33,9 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--note", default="")
     a = ap.parse_args()
-    read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
+    text = ["method", "variant", "control_of", "control_of_variant", "control_kind", "notes"]
+    read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={c: str for c in text}).fillna(  # noqa: E731
+        {c: "" for c in text})
     m = compare(read(a.first), read(a.second))
     rows = m[m["method"] != "uniform"].copy()
     worst = rows.loc[rows["speedup_change"].abs().idxmax()]
