@@ -28,7 +28,7 @@ from bench.paths import PROJECT_ROOT, checkpoint_dir
 from bench.timing import HARNESS, STAGES, StageTimer
 from bench.work import work_metrics
 
-CHECKPOINT_FORMAT = 3  # a checkpoint in another format is not resumed
+CHECKPOINT_FORMAT = 4  # a checkpoint in another format is not resumed
 
 
 @dataclass
@@ -241,6 +241,8 @@ def result_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]
         **work_metrics(totals, costs, budget),
         **costs.metrics(),
         **syncs,
+        **({"train_metered_steps": trainer.meter.metered_steps(), "meter_step_seconds": trainer.meter.mean_pace()}
+           if trainer.meter else {}),
         **hooks.call_hook(trainer.method, "run_metrics"),
     }
     bn = trainer.bn_recomputed_accuracy()

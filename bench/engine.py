@@ -28,6 +28,7 @@ from bench.config import CellConfig
 from bench.context import HarnessContext
 from bench.data import Data, FileImages, Split
 from bench.errors import Diverged
+from bench.meter import PaceMeter
 from bench.method import Batch, Method, Scores, num_batches
 from bench.models import Classifier
 from bench.optim import OPTIMIZERS, Schedule, make_optimizer
@@ -125,6 +126,7 @@ class Trainer:
         self.needs_two = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
         self.counts = Counts()
         self._resumed_clock: dict | None = None
+        self.meter: PaceMeter | None = None
         if method is not None:
             self.method = method
             self.ctx = HarnessContext(self, cfg.epochs, cfg.seed, self.counts, artifact_sink)
@@ -137,6 +139,9 @@ class Trainer:
             self.probe_every = cfg.eval_every or max(1, math.ceil(full_epoch / self.workload.probes_per_epoch))
             self.probe_idx = torch.arange(min(len(self.val), self.workload.probe_samples))
             self.probe_y = self.val.y[self.probe_idx].to(self.device)
+            # on a CPU, where cells share cores, the train time is also read in reference steps (bench/meter.py)
+            self.meter = None if self.cuda else PaceMeter(self.timer.clock)
+            self.meter_idx = torch.arange(min(cfg.batch_size, len(self.train)), device=self.device)
 
     # -- data
 
@@ -238,28 +243,40 @@ class Trainer:
 
     def _warm_step(self, loop: Loop, batch: Batch) -> None:
         """One untimed forward and backward of this batch's shape (the optimizer's kernels do not depend on
-        it), with everything they change put back: the buffers (batch-norm statistics), the gradients (none
-        between steps) and the random streams."""
+        it)."""
         self.warmed.add(("train", len(batch)))
         with self.timer.untimed():
-            buffers = [b.detach().clone() for b in loop.model.buffers()]
-            rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state(),
-                   self.file_gen.get_state())
-            x, mask, y = self.inputs(self.train, batch.indices, augment=True)
-            loop.model.train()
-            with self.amp:
-                logits = loop.step_model(x, mask)
-            F.cross_entropy(logits.float(), y).backward()
-            loop.opt.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for b, saved in zip(loop.model.buffers(), buffers):
-                    b.copy_(saved)
-            torch.set_rng_state(rng[0])
-            if self.cuda:
-                torch.cuda.set_rng_state(rng[1])
-                torch.cuda.synchronize()
-            self.aug_gen.set_state(rng[2])
-            self.file_gen.set_state(rng[3])
+            self._side_step(loop, batch.indices)
+
+    def _side_step(self, loop: Loop, indices: torch.Tensor) -> None:
+        """A training forward and backward of `indices` that leaves no trace: the buffers (batch-norm
+        statistics), the gradients (none between steps) and the random streams are put back."""
+        buffers = [b.detach().clone() for b in loop.model.buffers()]
+        rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None, self.aug_gen.get_state(),
+               self.file_gen.get_state())
+        x, mask, y = self.inputs(self.train, indices, augment=True)
+        loop.model.train()
+        with self.amp:
+            logits = loop.step_model(x, mask)
+        F.cross_entropy(logits.float(), y).backward()
+        loop.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(loop.model.buffers(), buffers):
+                b.copy_(saved)
+        torch.set_rng_state(rng[0])
+        if self.cuda:
+            torch.cuda.set_rng_state(rng[1])
+            torch.cuda.synchronize()
+        self.aug_gen.set_state(rng[2])
+        self.file_gen.set_state(rng[3])
+
+    def read_meter(self, force: bool = False) -> None:
+        """A pace reading (bench/meter.py), off the clock: when due, or now when forced."""
+        at = self.timer.train_seconds()
+        if self.meter is None or not (force or self.meter.due(at)):
+            return
+        with self.timer.untimed():
+            self.meter.read(at, lambda: self._side_step(self.loop, self.meter_idx))
 
     def _run_warm(self, key: tuple, fn):
         """`fn()`, run once untimed first when `key` (an eval-mode pass and its input shape) is new. On the
@@ -313,8 +330,10 @@ class Trainer:
                     else:
                         first_bad = torch.where((first_bad < 0) & bad, loop.counts.steps, first_bad)
             self._hook(loop, "observe", batch, logits, losses)
-            if probes is not None and loop.counts.steps % self.probe_every == 0:
-                probes.append(self.probe())
+            if probes is not None:  # the cell's own loop (not a search trial's)
+                if loop.counts.steps % self.probe_every == 0:
+                    probes.append(self.probe())
+                self.read_meter()
             if on_step:
                 on_step()
         self._hook(loop, "end_epoch", epoch)
@@ -326,6 +345,7 @@ class Trainer:
         training loss or non-finite weights."""
         before, probes = self.counts.copy(), []
         loss_sum, first_bad, sizes = self._epoch(self.loop, epoch, on_step, watch=True, probes=probes)
+        self.read_meter(force=True)
         bad = int(first_bad)
         if bad >= 0:
             raise Diverged(epoch, bad, "the training loss is not finite")
@@ -439,8 +459,13 @@ class Trainer:
     # -- the clock, checkpoints
 
     def start(self) -> None:
-        """Start the clock, from the restored totals when resumed."""
+        """Start the clock, from the restored totals when resumed, and read the pace meter (its first
+        step, which meets new shapes, is not a reading)."""
         self.timer.start(self._resumed_clock)
+        if self.meter is not None:
+            with self.timer.untimed():
+                self._side_step(self.loop, self.meter_idx)
+            self.read_meter(force=True)
 
     def state_dict(self) -> dict:
         return {
@@ -450,6 +475,7 @@ class Trainer:
             "file_gen": self.file_gen.get_state(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
             "counts": self.counts.state(), "timer": self.timer.state_dict(),
+            "meter": self.meter.state_dict() if self.meter is not None else [],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -467,6 +493,8 @@ class Trainer:
         loaded = Counts.from_state(state["counts"])
         vars(self.counts).update(vars(loaded))
         self._resumed_clock = state["timer"]
+        if self.meter is not None:
+            self.meter.load_state_dict(state.get("meter", []))
 
 
 def planned_steps(method: Method, epochs: int, start: int = 0) -> int:

@@ -16,14 +16,28 @@ from pathlib import Path
 import pandas as pd
 
 KEY = ["model", "dataset", "epochs", "method", "variant", "control_of", "control_of_variant", "control_kind", "drop"]
+CLOCKS = {"train_speedup": "train speedup", "metered_speedup": "metered speedup (bench/meter.py)"}
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    cols = ["train_speedup", "test_acc_mean", "speedup_efficiency", "notes"]
+    cols = [c for c in CLOCKS if c in a and c in b] + ["test_acc_mean", "speedup_efficiency", "notes"] + (
+        ["metered_efficiency"] if "metered_efficiency" in a and "metered_efficiency" in b else [])
     m = a[KEY + cols].merge(b[KEY + cols], on=KEY, suffixes=("_1", "_2"))
-    m["speedup_change"] = m["train_speedup_2"] / m["train_speedup_1"] - 1
+    for c in CLOCKS:
+        if f"{c}_1" in m:
+            m[f"{c}_change"] = m[f"{c}_2"] / m[f"{c}_1"] - 1
     m["acc_change_pts"] = 100 * (m["test_acc_mean_2"] - m["test_acc_mean_1"])
     return m
+
+
+def _clock_line(rows: pd.DataFrame, col: str, what: str) -> str:
+    ch = rows[f"{col}_change"].dropna()
+    if ch.empty:
+        return f"- {what}: not logged in both runs"
+    w = rows.loc[ch.abs().idxmax()]
+    return (f"- largest change of a row's {what}: {100 * w[f'{col}_change']:+.1f}% ({w['method']} "
+            f"{w['control_kind'] or ''} {w['control_of'] or ''} {w['model']}/{w['dataset']}: {w[f'{col}_1']:.3f}x then "
+            f"{w[f'{col}_2']:.3f}x); rows within 5%: {int((ch.abs() <= 0.05).sum())} of {len(ch)}")
 
 
 def main() -> int:
@@ -38,34 +52,33 @@ def main() -> int:
         {c: "" for c in text})
     m = compare(read(a.first), read(a.second))
     rows = m[m["method"] != "uniform"].copy()
-    worst = rows.loc[rows["speedup_change"].abs().idxmax()]
+    clocks = [c for c in CLOCKS if f"{c}_change" in rows]
     rs = m[(m["method"] == "random_subset") & (m["control_of"].fillna("") == "")]
     high = m[(m["speedup_efficiency_1"] > 1.05) | (m["speedup_efficiency_2"] > 1.05)]
     lines = [
         "# Two runs of the suite on one machine", "",
         f"{a.note}".strip(), "",
         f"- rows compared: {len(rows)} (every row but uniform, the reference: its speedup is 1 by definition)",
-        f"- largest change of a row's train speedup: {100 * worst['speedup_change']:+.1f}% "
-        f"({worst['method']} {worst['control_kind'] or ''} {worst['control_of'] or ''} {worst['model']}/{worst['dataset']}: "
-        f"{worst['train_speedup_1']:.3f}x then {worst['train_speedup_2']:.3f}x); rows within 5%: "
-        f"{int((rows['speedup_change'].abs() <= 0.05).sum())} of {len(rows)}",
+        *[_clock_line(rows, c, CLOCKS[c]) for c in clocks],
         "- the random subset's speedup against its ideal (the clock check), per run: " + "; ".join(
             f"{r.model}/{r.dataset} drop {r.drop:g}: {r.speedup_efficiency_1:.3f} then {r.speedup_efficiency_2:.3f}"
-            for r in rs.itertuples()),
+            + (f" (metered: {r.metered_efficiency_1:.3f} then {r.metered_efficiency_2:.3f})"
+               if "metered_efficiency_1" in m else "") for r in rs.itertuples()),
         f"- rows with a speedup efficiency above 1.05 in either run: {len(high)}"
         + ("".join(f"; {r.method} {r.control_kind or ''} ({r.speedup_efficiency_1:.2f} / {r.speedup_efficiency_2:.2f}, "
                    f"flagged: {'yes' if 'measurement problem' in str(r.notes_1) else 'no'})" for r in high.itertuples())),
         f"- largest change of a row's mean test accuracy: {rows['acc_change_pts'].abs().max():.2f} points", "",
-        "| model | dataset | method | control | drop | train speedup 1 | train speedup 2 | change | test acc 1 | test acc 2 |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | dataset | method | control | drop | " + " | ".join(
+            f"{CLOCKS[c].split(' (')[0]} {i}" for c in clocks for i in (1, 2, "change")) + " | test acc 1 | test acc 2 |",
+        "|---|---|---|---|---:|" + "---:|" * (3 * len(clocks) + 2),
     ]
-    for r in rows.sort_values(KEY).itertuples():
-        ctl = f"{r.control_kind} [{r.control_of}]" if r.control_of else ""
-        lines.append(f"| {r.model} | {r.dataset} | {r.method} {r.variant or ''} | {ctl} | {r.drop:g} | "
-                     f"{r.train_speedup_1:.3f} | {r.train_speedup_2:.3f} | {100 * r.speedup_change:+.1f}% | "
-                     f"{100 * r.test_acc_mean_1:.2f} | {100 * r.test_acc_mean_2:.2f} |")
+    for r in rows.sort_values(KEY).to_dict("records"):
+        ctl = f"{r['control_kind']} [{r['control_of']}]" if r["control_of"] else ""
+        cells = "".join(f" {r[f'{c}_1']:.3f} | {r[f'{c}_2']:.3f} | {100 * r[f'{c}_change']:+.1f}% |" for c in clocks)
+        lines.append(f"| {r['model']} | {r['dataset']} | {r['method']} {r['variant'] or ''} | {ctl} | {r['drop']:g} |"
+                     f"{cells} {100 * r['test_acc_mean_1']:.2f} | {100 * r['test_acc_mean_2']:.2f} |")
     Path(a.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:9]))
+    print("\n".join(lines[:10]))
     return 0
 
 

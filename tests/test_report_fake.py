@@ -312,3 +312,24 @@ def test_clock_check_flags_a_random_subset_off_its_ideal(fake):
     s.at[i, "speedup_efficiency"] = 1.10
     bad = [ln for ln in _clock_lines(s, labels) if "clock disturbed" in ln and "drop 0.5" in ln]
     assert len(bad) == 1 and "+10%" in bad[0]
+
+
+def test_a_metered_clock_is_the_one_judged_and_shown(fake):
+    """Where the runs were metered (bench/meter.py), the clock check judges the metered speedup and the
+    headline shows it; the raw one stays beside it."""
+    from bench.report.table import _clock_lines, headline
+    from bench.report.summary import panel_labels
+
+    s = fake.s.copy()
+    i = s[(s["method"] == "random_subset") & (s["control_of"] == "") & (s["drop"] == 0.5)].index[0]
+    labels = panel_labels(fake.runs)
+    s.at[i, "speedup_efficiency"], s["metered_efficiency"] = 0.90, float("nan")
+    s.at[i, "metered_efficiency"] = 1.01
+    line = [ln for ln in _clock_lines(s, labels) if "drop 0.5" in ln]
+    assert len(line) == 1 and line[0].startswith("clock check:") and "metered" in line[0] and "raw: 0.90×" in line[0]
+    s.at[i, "metered_efficiency"] = 0.93
+    assert "clock disturbed" in [ln for ln in _clock_lines(s, labels) if "drop 0.5" in ln][0]
+    assert "| train speedup |" in headline(s)
+    s["metered_speedup"], s["metered_speedup_ci_low"], s["metered_speedup_ci_high"] = 1.234, 1.2, 1.3
+    head = headline(s)
+    assert "| metered speedup |" in head and "1.23× (1.20–1.30)" in head

@@ -193,6 +193,11 @@ for m in [
            "~1: it contains 1). Train time excludes search, evaluation and set-up",
            lambda g: _vs(g, g.ref, "train_seconds", speedup=True), speedup_cell("train_speedup"),
            reads=("train_seconds",), interval=True),
+    Metric("metered_speedup", "metered speedup",
+           "the same for train time read in reference steps (bench/meter.py: on a CPU, each stretch of train time "
+           "over the pace of one fixed training step measured beside it), which the pace of cells running "
+           "alongside cancels out of", lambda g: _vs(g, g.ref, "train_metered_steps", speedup=True),
+           speedup_cell("metered_speedup"), reads=("train_metered_steps", "meter_step_seconds"), interval=True, optional=True),
     Metric("e2e_speedup", "e2e speedup",
            "the same for end-to-end seconds (set-up, a frozen trunk's precompute, train, search, evaluation)",
            lambda g: _vs(g, g.ref, "e2e_seconds", speedup=True), speedup_cell("e2e_speedup"),
@@ -202,6 +207,8 @@ for m in [
            "measured time on this hardware); below 1: overhead or small batches eat the gain; above "
            f"{EFFICIENCY_CEILING}: a measurement problem, flagged in the notes",
            speedup_efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
+    Metric("metered_efficiency", "metered efficiency", "the same for the metered speedup",
+           lambda g: speedup_efficiency(g, "train_metered_steps"), plain("metered_efficiency", ".2f"), optional=True),
 ]:
     register_metric(m)
 

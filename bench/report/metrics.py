@@ -175,15 +175,18 @@ FORWARD_STAGE = ["stage_forward_seconds"]
 # -- notes: what a reader must know before trusting a row
 
 
-def speedup_efficiency(g: Group) -> float:
+def speedup_efficiency(g: Group, column: str = "train_seconds") -> float:
     """Per seed pair: measured train speedup x train_work_fraction (= speedup / ideal speedup); the work
-    fraction is over the compared row's epochs, so a control that ran more epochs is judged on its real work."""
+    fraction is over the compared row's epochs, so a control that ran more epochs is judged on its real work.
+    `column`: the time read (train seconds, or train time in reference steps: bench/meter.py)."""
     if g.ref.empty or "train_work_fraction" not in g.runs:
         return float("nan")
     runs = g.runs
     if "own_epochs" in runs and "epochs" in runs:  # a cost control given more epochs than the row it controls
         runs = runs.assign(train_work_fraction=runs["train_work_fraction"] * runs["own_epochs"] / runs["epochs"])
-    ref, m = stats.pairs(g.ref, runs, "train_seconds")
+    ref, m = stats.pairs(g.ref, runs, column)
+    if not len(ref):
+        return float("nan")
     _, twf = stats.pairs(g.ref, runs, "train_work_fraction")
     with np.errstate(divide="ignore", invalid="ignore"):
         e = ref / m * twf
@@ -229,9 +232,13 @@ def notes(g: Group) -> str:
     fwd = relative_to_uniform(FORWARD_STAGE, "total_forwards")(g)
     if not nan(fwd) and (fwd > CONTENTION or fwd < 1 / CONTENTION):
         out.append(f"measured under contention (forward time per sample {fwd:.2f}× uniform's)")
-    eff = speedup_efficiency(g)
+    eff, metered = speedup_efficiency(g), speedup_efficiency(g, "train_metered_steps")
+    if not nan(metered):  # where the run was metered (a shared CPU), its metered speedup is the one judged
+        eff, what = metered, "metered speedup efficiency"
+    else:
+        what = "speedup efficiency"
     if not nan(eff) and eff > EFFICIENCY_CEILING and not g.ref.empty:
-        out.append(f"speedup efficiency {eff:.2f} > {EFFICIENCY_CEILING}: faster than its work allows, a measurement "
+        out.append(f"{what} {eff:.2f} > {EFFICIENCY_CEILING}: faster than its work allows, a measurement "
                    "problem (clock or pass-cost weights)")
     if not nan(eff) and eff < EFFICIENCY_FLOOR and not g.ref.empty:
         def stage_share(runs, stage):
@@ -242,7 +249,7 @@ def notes(g: Group) -> str:
                   and k not in ("stage_evaluation_seconds", "stage_search_seconds")]
         if stages:
             worst = max(stages, key=lambda k: stage_share(g.runs, k) - stage_share(g.ref, k))
-            out.append(f"speedup efficiency {eff:.2f} < {EFFICIENCY_FLOOR}: its {worst} stage takes "
+            out.append(f"{what} {eff:.2f} < {EFFICIENCY_FLOOR}: its {worst} stage takes "
                        f"{stage_share(g.runs, worst):.0%} of its train time (uniform's: {stage_share(g.ref, worst):.0%})")
     steps = g.mean("plan_step_error")
     if not nan(steps) and abs(steps) > 0.05:
