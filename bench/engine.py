@@ -272,8 +272,10 @@ class Trainer:
 
     def read_meter(self, force: bool = False) -> None:
         """A pace reading (bench/meter.py), off the clock: when due, or now when forced."""
+        if self.meter is None:  # a GPU: never read its clock per step (a host sync)
+            return
         at = self.timer.train_seconds()
-        if self.meter is None or not (force or self.meter.due(at)):
+        if not (force or self.meter.due(at)):
             return
         with self.timer.untimed():
             self.meter.read(at, lambda: self._side_step(self.loop, self.meter_idx))
