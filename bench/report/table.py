@@ -334,7 +334,8 @@ def frontier_section(runs: pd.DataFrame, s: pd.DataFrame) -> str:
     out = ["## Frontier: each method against the random subset's curve at the same work", "",
            "Random's curve joins its points (work fraction, test accuracy) across its drop ratios and uniform's "
            "(work 1), per seed; a method point is compared with it at the point's own work, paired by seed. "
-           f"Verdict rule as above (above/on/below), Holm over the {int((allf['n'] > 1).sum())} points.", ""]
+           f"Verdict rule as above (above/on/below), Holm over the {int(allf['p_holm'].notna().sum())} points; a point "
+           "with a seed at chance gets none.", ""]
     for panel, f in allf.groupby("panel", sort=False):
         out += [f"**{panel}**", "", "| method | drop | work frac | test acc % | vs random at that work (pts) | verdict |",
                 "|---|---:|---:|---:|---:|---|"]

@@ -10,7 +10,8 @@ together with Holm's step-down method (family-wise error ALPHA). A comparison is
 
 Frontier verdicts (suites with several drop ratios): each method point against the random
 subset's curve through (work, accuracy), interpolated per seed at the point's own work, the
-same test and correction over the frontier table: "above", "on" (tied), "below", "undecided".
+same test and correction over the frontier table: "above", "on" (tied), "below", "undecided"; a
+point with a seed at chance gets none ("did not train") and stays out of the correction.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import stats
-from bench.report.metrics import nan
+from bench.report.metrics import nan, untrained_seeds
 
 TIE_MARGIN = 1.0  # points: a difference whose whole interval is inside +-1 point is a tie
 KINDS = {"selection": "acc_vs_selection_pts", "cost": "acc_vs_cost_pts"}
@@ -104,13 +105,15 @@ def frontier(runs: pd.DataFrame, setting_runs: pd.DataFrame) -> pd.DataFrame:
         e = stats.estimate(diffs)
         rows.append({"method": method, "variant": variant, "drop": drop, "work": float(g["work_fraction"].mean()),
                      "acc": float(100 * g["final_test_acc"].mean()), "diff": e.value, "low": e.low, "high": e.high,
-                     "n": e.n, "ahead": e.ahead, "p": e.p, "outside": outside})
+                     "n": e.n, "ahead": e.ahead, "p": e.p, "outside": outside, "untrained": untrained_seeds(g), "seeds": len(g)})
     return pd.DataFrame(rows)
 
 
 def frontier_words(f: pd.DataFrame) -> pd.DataFrame:
     f = f.copy()
-    f["p_holm"] = stats.holm(f["p"].where(f["n"] > 1).tolist()) if len(f) else []
-    f["verdict"] = [word(r.diff, r.low, r.high, int(r.n), r.p_holm, up="above", down="below", tie="on")
-                    if r.n else "outside random's range" for r in f.itertuples()]
+    trained = f["untrained"] == 0 if "untrained" in f else pd.Series(True, index=f.index)
+    f["p_holm"] = stats.holm(f["p"].where((f["n"] > 1) & trained).tolist()) if len(f) else []
+    f["verdict"] = [f"did not train in {int(r.untrained)} of {int(r.seeds)} seeds: no verdict" if not ok else
+                    word(r.diff, r.low, r.high, int(r.n), r.p_holm, up="above", down="below", tie="on")
+                    if r.n else "outside random's range" for r, ok in zip(f.itertuples(), trained)]
     return f
