@@ -347,7 +347,6 @@ class Trainer:
         training loss or non-finite weights."""
         before, probes = self.counts.copy(), []
         loss_sum, first_bad, sizes = self._epoch(self.loop, epoch, on_step, watch=True, probes=probes)
-        self.read_meter(force=True)
         bad = int(first_bad)
         if bad >= 0:
             raise Diverged(epoch, bad, "the training loss is not finite")
@@ -461,13 +460,9 @@ class Trainer:
     # -- the clock, checkpoints
 
     def start(self) -> None:
-        """Start the clock, from the restored totals when resumed, and read the pace meter (its first
-        step, which meets new shapes, is not a reading)."""
+        """Start the clock, from the restored totals when resumed, and read the pace meter."""
         self.timer.start(self._resumed_clock)
-        if self.meter is not None:
-            with self.timer.untimed():
-                self._side_step(self.loop, self.meter_idx)
-            self.read_meter(force=True)
+        self.read_meter(force=True)
 
     def state_dict(self) -> dict:
         return {

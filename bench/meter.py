@@ -7,8 +7,9 @@ CPU time does not remove that, and five seeds do not average it away.
 
 So, now and then while a cell trains, the engine times one reference step (a forward and backward
 of the cell's own model on a fixed batch, everything it changes put back, off the clock) and this
-records it. Each stretch of train time between two readings is divided by the mean of the two:
-`metered_steps` is the train time in reference steps. Two cells of a setting share the reference
+records it. Each stretch of train time between two readings is divided by the mean of the two (the
+first reading comes with the first step; after the last, its pace holds): `metered_steps` is the
+train time in reference steps. Two cells of a setting share the reference
 step, so the ratio of their metered steps is a train speedup that the neighbour's pace cancels out
 of. A reading is the faster of two back-to-back steps (a brief interruption only adds time); one is
 taken when the clock has run `every` readings' worth since the last, so the meter costs about
@@ -42,13 +43,14 @@ class PaceMeter:
         at, pace = self.readings[-1]
         return train_seconds - at >= self.every * pace
 
-    def metered_steps(self) -> float:
-        """Train time in reference steps: each stretch over the mean pace at its two ends; nan without
-        two readings."""
-        r = self.readings
-        if len(r) < 2:
+    def metered_steps(self, train_seconds: float) -> float:
+        """`train_seconds` in reference steps: each stretch between two readings over the mean pace at its
+        two ends, the stretch after the last at the last pace; nan without a reading."""
+        r = [x for x in self.readings if x[1] > 0]
+        if not r:
             return float("nan")
-        return sum((t1 - t0) / (0.5 * (p0 + p1)) for (t0, p0), (t1, p1) in zip(r, r[1:]) if p0 + p1 > 0)
+        between = sum((t1 - t0) / (0.5 * (p0 + p1)) for (t0, p0), (t1, p1) in zip(r, r[1:]))
+        return between + max(0.0, train_seconds - r[-1][0]) / r[-1][1] + r[0][0] / r[0][1]
 
     def mean_pace(self) -> float:
         return sum(p for _, p in self.readings) / len(self.readings) if self.readings else float("nan")

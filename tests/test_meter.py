@@ -1,5 +1,6 @@
 """The pace meter (bench/meter.py): the arithmetic of metered steps, and that a reading leaves no trace."""
 import itertools
+import math
 
 import pytest
 
@@ -19,9 +20,11 @@ def test_a_neighbour_that_slows_everything_cancels_out():
     # 100 steps of 10 ms, then 100 steps with a neighbour that slows every step (and the meter) by half
     calm = _meter([(0.0, 0.010), (1.0, 0.010)])
     busy = _meter([(0.0, 0.010), (1.0, 0.010), (1.0, 0.015), (2.5, 0.015)])
-    assert calm.metered_steps() == pytest.approx(100)
-    assert busy.metered_steps() == pytest.approx(200)  # train seconds 2.5, yet the work of 200 steps
-    assert _meter([(0.0, 0.01)]).metered_steps() != _meter([(0.0, 0.01)]).metered_steps()  # nan: one reading
+    assert calm.metered_steps(1.0) == pytest.approx(100)
+    assert busy.metered_steps(2.5) == pytest.approx(200)  # train seconds 2.5, yet the work of 200 steps
+    # after the last reading its pace holds: 50 more steps at 15 ms
+    assert busy.metered_steps(3.25) == pytest.approx(250)
+    assert math.isnan(_meter([]).metered_steps(1.0))
 
 
 def test_a_reading_is_the_faster_of_two_and_comes_when_due():
