@@ -241,8 +241,8 @@ def result_metrics(cfg: CellConfig, trainer: Trainer, history: list[EpochRecord]
         **work_metrics(totals, costs, budget),
         **costs.metrics(),
         **syncs,
-        **({"train_metered_steps": trainer.meter.metered_steps(last.train_seconds), "meter_step_seconds": trainer.meter.mean_pace()}
-           if trainer.meter else {}),
+        **({"train_metered_steps": trainer.meter.metered_steps(last.train_seconds),
+            "meter_step_seconds": trainer.meter.mean_pace()} if trainer.meter else {}),
         **hooks.call_hook(trainer.method, "run_metrics"),
     }
     bn = trainer.bn_recomputed_accuracy()
