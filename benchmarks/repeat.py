@@ -54,7 +54,9 @@ def main() -> int:
     rows = m[m["method"] != "uniform"].copy()
     clocks = [c for c in CLOCKS if f"{c}_change" in rows]
     rs = m[(m["method"] == "random_subset") & (m["control_of"].fillna("") == "")]
-    high = m[(m["speedup_efficiency_1"] > 1.05) | (m["speedup_efficiency_2"] > 1.05)]
+    # the efficiency a table judges: the metered one where the runs were metered (bench/meter.py)
+    eff = "metered_efficiency" if "metered_efficiency_1" in m else "speedup_efficiency"
+    high = m[(m[f"{eff}_1"] > 1.05) | (m[f"{eff}_2"] > 1.05)]
     lines = [
         "# Two runs of the suite on one machine", "",
         f"{a.note}".strip(), "",
@@ -64,9 +66,10 @@ def main() -> int:
             f"{r.model}/{r.dataset} drop {r.drop:g}: {r.speedup_efficiency_1:.3f} then {r.speedup_efficiency_2:.3f}"
             + (f" (metered: {r.metered_efficiency_1:.3f} then {r.metered_efficiency_2:.3f})"
                if "metered_efficiency_1" in m else "") for r in rs.itertuples()),
-        f"- rows with a speedup efficiency above 1.05 in either run: {len(high)}"
-        + ("".join(f"; {r.method} {r.control_kind or ''} ({r.speedup_efficiency_1:.2f} / {r.speedup_efficiency_2:.2f}, "
-                   f"flagged: {'yes' if 'measurement problem' in str(r.notes_1) else 'no'})" for r in high.itertuples())),
+        f"- rows with a {eff.replace('_', ' ')} above 1.05 in either run: {len(high)}"
+        + ("".join(f"; {r['method']} {r['control_kind'] or ''} ({r[f'{eff}_1']:.2f} / {r[f'{eff}_2']:.2f}, "
+                   f"flagged: {'yes' if 'measurement problem' in str(r['notes_1']) else 'no'})"
+                   for r in high.to_dict("records"))),
         f"- largest change of a row's mean test accuracy: {rows['acc_change_pts'].abs().max():.2f} points", "",
         "| model | dataset | method | control | drop | " + " | ".join(
             f"{CLOCKS[c].split(' (')[0]} {i}" for c in clocks for i in (1, 2, "change")) + " | test acc 1 | test acc 2 |",

@@ -272,12 +272,15 @@ def accuracy_vs_work(runs: pd.DataFrame, s: pd.DataFrame, path: Path) -> Path | 
     for j, key in enumerate(keys):
         g = runs[(runs["hardware"] == key[0]) & (runs["setting"] == key[1])].assign(
             control_of=lambda d: d["control_of"].fillna(""))
-        _frontier_panel(axes[0][j], g, "work_fraction", style, "work (fraction of uniform's, every pass weighted by its "
-                                                              "measured time, search included)")
+        _frontier_panel(axes[0][j], g, "work_fraction", style, "work (fraction of uniform's; passes at their "
+                                                              "measured cost, search incl.)")
         _frontier_panel(axes[1][j], g, "train_seconds", style, "train seconds")
         axes[0][j].set_title(labels[key], loc="left")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+    legend = {}  # every panel's lines (a method's variants differ between settings), each name once
+    for ax in axes[0]:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(n, h)
+    fig.legend(list(legend.values()), list(legend), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                title="bars: 95% t interval over seeds")
     fig.tight_layout()
     return _save(fig, path)
