@@ -22,7 +22,7 @@ from bench.runner import run_suite  # noqa: E402
 from bench.suite import MethodSpec, load_suite  # noqa: E402
 
 pytestmark = pytest.mark.scaleout
-TIMING = re.compile(r"seconds|speedup|time|run_id|cost|efficiency|work_frac|forward_frac")  # may differ between two runs of one cell (timings and time-weighted work)
+TIMING = re.compile(r"seconds|speedup|time|run_id|cost|efficiency|work_frac|forward_frac|metered")  # may differ between two runs of one cell (timings and time-weighted work)
 
 SUITE = """name: scaleout_tiny
 defaults: {{epochs: {epochs}, batch_size: 64, train_limit: {train_limit}, eval_limit: 128, device: cpu, progress: false}}
