@@ -1,5 +1,6 @@
 """The frontier section: each method point against the random subset's curve at the point's own work."""
 import pandas as pd
+import pytest
 
 from bench.report import verdicts
 from bench.report.table import frontier_section
@@ -37,7 +38,7 @@ def test_points_above_on_below_and_at_chance():
         ("cheap", 0.95, 0.05, 0.5),  # below random's cheapest point: nothing to compare with
     ])
     f = verdicts.frontier_words(verdicts.frontier(runs, runs)).set_index("method")
-    assert f.loc["above", "diff"] == pytest_approx(4.1, 0.2) and f.loc["above", "verdict"] == "above"
+    assert f.loc["above", "diff"] == pytest.approx(4.1, abs=0.2) and f.loc["above", "verdict"] == "above"
     assert f.loc["on", "verdict"] == "on" and f.loc["below", "verdict"] == "below"
     assert f.loc["chance", "verdict"] == "did not train in 1 of 5 seeds: no verdict"
     assert pd.isna(f.loc["chance", "p_holm"])
@@ -50,8 +51,3 @@ def test_no_section_without_two_random_points():
     runs = _runs([("x", 0.5, 0.5, 0.8)])
     assert frontier_section(runs[~((runs["method"] == "random_subset") & (runs["drop"] != 0.5))], None) == ""
 
-
-def pytest_approx(v, tol):
-    import pytest
-
-    return pytest.approx(v, abs=tol)

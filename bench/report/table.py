@@ -137,13 +137,13 @@ def _clock_lines(s: pd.DataFrame, labels) -> list[str]:
         if nan(eff):
             continue
         name = f"{labels[(r.hardware, r.setting)]} drop {r.drop:g}"
-        what = "train speedup" if nan(metered) else f"metered speedup (raw: {raw:.2f}×)"
+        kind, raw_note = ("train speedup", "") if nan(metered) else ("metered speedup", f" (raw: {raw:.2f}×)")
         if abs(eff - 1) > CLOCK_TOLERANCE:
-            out.append(f"**clock disturbed**: {name}: the random subset's {what.split(' (')[0]} is {eff:.2f}× its ideal "
+            out.append(f"**clock disturbed**: {name}: the random subset's {kind} is {eff:.2f}× its ideal "
                        f"({100 * (eff - 1):+.0f}%; tolerance ±{100 * CLOCK_TOLERANCE:.0f}%): speedups in this setting "
-                       "are off by about that much" + ("" if nan(metered) else f" (raw: {raw:.2f}×)"))
+                       f"are off by about that much{raw_note}")
         else:
-            out.append(f"clock check: {name}: random subset's {what} at {eff:.2f}× its ideal (within "
+            out.append(f"clock check: {name}: random subset's {kind}{raw_note} at {eff:.2f}× its ideal (within "
                        f"±{100 * CLOCK_TOLERANCE:.0f}%)")
     return out
 
