@@ -21,6 +21,20 @@ def store(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def fixed_costs(monkeypatch):
+    """Pass costs pinned (seconds per sample) where a test asserts which controls a run gets: measured
+    costs put a scoring pass anywhere near half a training pass, so a cost control can fall within 3%
+    of uniform's work on one machine and not on another."""
+    from bench import engine
+    from bench.work import PassCosts
+
+    def pinned(model, x, mask, y, exits=(), amp=None, clock=None):
+        return PassCosts(1e-4, 2e-4, 0.6e-4, {k: 0.2e-4 * k for k in exits})
+
+    monkeypatch.setattr(engine, "measure_costs", pinned)
+
+
 def tiny_cell(**kw):
     from bench.config import CellConfig
 

@@ -89,7 +89,7 @@ def test_control_drop_rounds_so_equal_budgets_share_a_cell():
     assert 0 <= control_drop(1.2, 100, 1, 10) == 0.0
 
 
-def test_selection_control_copies_per_epoch_backwards_and_step_sizes(store):
+def test_selection_control_copies_per_epoch_backwards_and_step_sizes(store, fixed_costs):
     """Trained for real: a method's selection control takes the same steps of the same sizes in every epoch."""
     for method, params in (("selective_backprop", {}), ("sift", {"corr_threshold": -1.0})):
         cfg = tiny_cell(method=method, drop=0.5, epochs=3, params=params)

@@ -26,7 +26,7 @@ def test_cells_run_seed_by_seed_in_a_seeded_shuffle_that_favours_no_method():
     assert first.count("uniform") < 12 and last.count("uniform") < 12
 
 
-def test_each_method_gets_its_selection_and_cost_controls(store, tmp_path, monkeypatch):
+def test_each_method_gets_its_selection_and_cost_controls(store, fixed_costs, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "results"))
     suite = _suite([("uniform", {}), ("selective_backprop", {}), ("swiftlearn", {"warmup_epochs": 2})])
     lines = []
