@@ -272,6 +272,28 @@ def test_low_speedup_efficiency_names_the_stage_that_eats_it():
     assert "efficiency" not in s[s["method"] == "uniform"].iloc[0]["notes"]
 
 
+def test_the_metered_clock_is_read_only_where_uniform_was_metered_often_enough():
+    """Under 500 reference steps of uniform train time a cell gets a reading or two: the raw clock is read
+    (no metered columns, and the efficiency flag judges raw); at 500 or more the metered one is."""
+    def table(ref_steps):
+        rows = []
+        for seed in (0, 1):
+            u = _row("uniform", 0.0, seed, 0.8, 0.8, 10.0, [0.8], [10.0])
+            x = _row("x", 0.5, seed, 0.8, 0.8, 4.0, [0.8], [4.0])  # raw: 2.5x at half the work, efficiency 1.25
+            u.update(train_work_fraction=1.0, train_metered_steps=ref_steps)
+            x.update(train_work_fraction=0.5, train_metered_steps=ref_steps / 2)  # metered: 2x, efficiency 1.0
+            rows += [u, x]
+        s = report.summary(pd.DataFrame(rows), SimpleNamespace(name="hand", paper={}, target_offset=0.5))
+        return s[s["method"] == "x"].iloc[0]
+
+    few = table(110.0)
+    assert math.isnan(few["metered_speedup"]) and math.isnan(few["metered_efficiency"])
+    assert "speedup efficiency 1.25 > 1.05" in few["notes"] and "metered" not in few["notes"]
+    many = table(1000.0)
+    assert many["metered_speedup"] == pytest.approx(2.0) and many["metered_efficiency"] == pytest.approx(1.0)
+    assert "> 1.05" not in many["notes"]
+
+
 def test_two_variants_of_one_method_keep_their_own_controls():
     """Each variant's control is its own row (3 seeds, not 6 merged), compared with its own variant only."""
     rows = [_row("uniform", 0.0, s, 0.80, 0.80, 10.0, [0.8, 0.8], [5.0, 10.0]) for s in range(3)]

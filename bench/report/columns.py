@@ -8,7 +8,8 @@ import numpy as np
 from bench.report import stats
 from bench.report.metrics import (
     CONTENTION, EFFICIENCY_CEILING, EFFICIENCY_FLOOR, FORWARD_STAGE, STEP_STAGES, Group, Metric, difference_cell,
-    mean_of, nan, notes, plain, register_metric, relative_to_uniform, speedup_cell, speedup_efficiency,
+    meter_holds, metered_efficiency, mean_of, nan, notes, plain, register_metric, relative_to_uniform, speedup_cell,
+    speedup_efficiency,
 )
 from bench.report.stats import Estimate
 
@@ -196,7 +197,9 @@ for m in [
     Metric("metered_speedup", "metered speedup",
            "the same for train time read in reference steps (bench/meter.py: on a CPU, each stretch of train time "
            "over the pace of one fixed training step measured beside it), which the pace of cells running "
-           "alongside cancels out of", lambda g: _vs(g, g.ref, "train_metered_steps", speedup=True),
+           "alongside cancels out of; only where uniform trains for 500 reference steps or more, five readings, "
+           "else too few to average the pace (the raw clock is read there)",
+           lambda g: _vs(g, g.ref, "train_metered_steps", speedup=True) if meter_holds(g) else stats.NONE,
            speedup_cell("metered_speedup"), reads=("train_metered_steps", "meter_step_seconds"), interval=True, optional=True),
     Metric("e2e_speedup", "e2e speedup",
            "the same for end-to-end seconds (set-up, a frozen trunk's precompute, train, search, evaluation)",
@@ -208,7 +211,7 @@ for m in [
            f"{EFFICIENCY_CEILING}: a measurement problem, flagged in the notes",
            speedup_efficiency, plain("speedup_efficiency", ".2f"), reads=("train_work_fraction",), optional=True),
     Metric("metered_efficiency", "metered efficiency", "the same for the metered speedup",
-           lambda g: speedup_efficiency(g, "train_metered_steps"), plain("metered_efficiency", ".2f"), optional=True),
+           metered_efficiency, plain("metered_efficiency", ".2f"), optional=True),
 ]:
     register_metric(m)
 
