@@ -47,3 +47,20 @@ def test_repeat_judges_the_clock_each_table_reads(tmp_path, monkeypatch, capsys)
     assert "+3.0%" in read and "rows within 5%: 2 of 2" in read  # mr's raw clock stands in where it has no metered one
     assert "rows with a read efficiency above 1.05 in either run: 0" in text  # fm's raw 1.15 is not the one judged
     assert "random_subset" in text and "| speedup read 1 |" in text
+
+
+def test_a_row_above_1_05_in_the_second_run_is_flagged_by_that_runs_notes(tmp_path, monkeypatch):
+    repeat = _load()
+    a, b, out = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "repeat.md"
+    _table(a, fm_raw=2.0, fm_metered=2.0, mr_raw=2.0)
+    _table(b, fm_raw=2.0, fm_metered=2.2, mr_raw=2.0)  # metered efficiency 1.10 in run 2 only
+    t = pd.read_csv(b, dtype={"notes": str})
+    t.loc[t["dataset"] == "fm", "notes"] = "metered speedup efficiency 1.10 > 1.05: a measurement problem"
+    t.to_csv(b, index=False)
+    monkeypatch.setattr(sys, "argv", ["repeat.py", str(a), str(b), "--out", str(out)])
+    assert repeat.main() == 0
+    assert "(1.00 / 1.10, flagged: yes)" in out.read_text()
+    t["notes"] = ""
+    t.to_csv(b, index=False)
+    assert repeat.main() == 0
+    assert "(1.00 / 1.10, flagged: no)" in out.read_text()
