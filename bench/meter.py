@@ -8,10 +8,10 @@ CPU time does not remove that, and five seeds do not average it away.
 So, now and then while a cell trains, the engine times one reference step (a forward and backward
 of the cell's own model on a fixed batch, everything it changes put back, off the clock) and this
 records it. The batch is the training batch, or a few samples of it where a step is costly (text:
-bench/workload.py), so that every cell is read often enough to average its pace. Each stretch of train time between two readings is divided by the mean of the two (the
-first reading comes with the first step; after the last, its pace holds): `metered_steps` is the
-train time in reference steps. Two cells of a setting share the reference
-step, so the ratio of their metered steps is a train speedup that the neighbour's pace cancels out
+bench/workload.py), so that every cell is read often enough to average its pace. Each stretch of
+train time between two readings is divided by the mean of the two (the first reading comes with the
+first step; after the last, its pace holds): `metered_steps` is the train time in reference steps.
+Two cells of a setting share the reference step, so the ratio of their metered steps is a train speedup that the neighbour's pace cancels out
 of. A reading is the faster of two back-to-back steps (a brief interruption only adds time); one is
 taken when the clock has run `every` readings' worth since the last, so the meter costs about
 2 / `every` of the train time, none of it on the clock.

@@ -197,8 +197,8 @@ def speedup_efficiency(g: Group, column: str = "train_seconds") -> float:
 METERED = "train_metered_steps"
 # The meter reads the pace once per 100 reference steps of train time (bench/meter.py), each reading a
 # sample of about a second. Where uniform trains for fewer than 500 reference steps a cell gets one to
-# five readings, too few to average the pace over it: on quick's MR cells (about 110 steps, one reading)
-# uniform's metered train time spread 9% over seeds against 5% raw. There the raw clock is the one used.
+# five readings, too few to average the pace over it: MR cells metered on a full MiniLM batch (about 110
+# steps, one reading) spread 9% over seeds against 5% raw. There the raw clock is the one used.
 METER_MIN_STEPS = 500
 
 

@@ -126,6 +126,11 @@ def _commits_line(runs: pd.DataFrame) -> str | None:
     return None
 
 
+# the clock a table reads: the metered speedup where the report gives one (where the meter holds:
+# bench/report/metrics.py), else the raw train speedup
+SPEEDUP_READ = "metered_speedup"
+
+
 def _clock_lines(s: pd.DataFrame, labels) -> list[str]:
     """The harness's own check on its clock: a random subset trains at its ideal speedup. Judged on the
     metered speedup where the runs have one (bench/meter.py), with the raw one beside it."""
@@ -212,7 +217,7 @@ def headline(s: pd.DataFrame) -> str:
            "verdict: vs selection control / vs cost control (see the verdict rule above).", ""]
     for (hw, setting), g in rows.groupby(["hardware", "setting"], sort=False):
         # on a CPU shared by two cells the metered speedup (bench/meter.py) is the one that repeats
-        sp_col = "metered_speedup" if "metered_speedup" in g and g["metered_speedup"].notna().all() else "train_speedup"
+        sp_col = SPEEDUP_READ if SPEEDUP_READ in g and g[SPEEDUP_READ].notna().all() else "train_speedup"
         out += [f"**{labels[(hw, setting)]}**", "",
                 f"| method | drop | n | Δ sel. ctl | Δ cost ctl | {sp_col.replace('_', ' ')} | verdict |",
                 "|---|---:|---:|---:|---:|---:|---|"]
@@ -309,8 +314,7 @@ def verdict(r) -> str:
         parts.append(f"cost control ({detail}): {cost}" if detail else f"cost control: {cost}")
     elif sel:
         parts.append("cost control: the selection control (no passes beyond training)")
-    # the clock the headline reads: metered where the meter holds (bench/report/metrics.py), else raw
-    col = "metered_speedup" if not nan(r.get("metered_speedup", float("nan"))) else "train_speedup"
+    col = SPEEDUP_READ if not nan(r.get(SPEEDUP_READ, float("nan"))) else "train_speedup"
     sp = r.get(col)
     if not nan(sp):
         parts.append(f"{col.replace('_', ' ')} {sp:.2f}×" + ("" if nan(r[f"{col}_ci_low"]) else
