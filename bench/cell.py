@@ -150,8 +150,8 @@ def run_cell(cfg: CellConfig, tags: dict[str, str] | None = None, log=print) -> 
 def _quietly(fn, *args) -> None:
     try:
         fn(*args)
-    except StoreError:
-        pass  # the store went away too; the original error is the one to report
+    except Exception:
+        pass  # the store failed too; the original error is the one to report (a resume settles the run)
 
 
 def _train(cfg, key, trainer: Trainer, run, ckpt, ckpt_path, tags, log, setup_seconds: float) -> CellResult:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import typing
 
 from bench.errors import BenchError, Diverged, Terminated
+from bench.signals import stop_between_store_calls
 
 
 class _Parser(argparse.ArgumentParser):
@@ -283,15 +283,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.fn(args)
+        with stop_between_store_calls():
+            return args.fn(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -302,5 +298,3 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}: finished epochs are checkpointed; run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)

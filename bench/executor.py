@@ -153,8 +153,9 @@ def _worker_init(threads: int, env: dict[str, str]) -> None:
     os.environ.update(env)
     import torch
 
-    from bench import timing
+    from bench import signals, timing
 
+    signals.install()  # Ctrl-C reaches workers too: never inside one of their store calls
     torch.set_num_threads(threads)
     timing.use_thread_clock()
 

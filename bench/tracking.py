@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bench import signals
 from bench.errors import BenchError, StoreError
 from bench.paths import PROJECT_ROOT
 
@@ -176,7 +177,9 @@ def _store_call(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            signals.raise_held()  # a Ctrl-C or SIGTERM that came during the call
+            return out
         except BenchError:
             raise
         except Exception:
