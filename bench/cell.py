@@ -20,7 +20,7 @@ import torch
 from bench import hooks, tracking
 from bench.config import CellConfig
 from bench.data import load_data
-from bench.device import cell_key, hardware_name, pick_device
+from bench.device import cell_key, hardware_name, native_cpu_bf16, pick_device
 from bench.engine import EpochRecord, Trainer, planned_steps
 from bench.errors import BenchError, Diverged, StoreError
 from bench.models import InputSpec, create_model, tokenizer_for
@@ -99,11 +99,17 @@ def refuse_idle(cfg: CellConfig, trainer: Trainer) -> None:
                          f"({trainer.loop.schedule.warmup_steps} step(s)); raise --epochs or lower --batch-size")
 
 
+_said = {"bf16": False}
+
+
 def run_cell(cfg: CellConfig, tags: dict[str, str] | None = None, log=print) -> CellResult:
     """Train a cell unless it is finished (the one place that asks, right before training)."""
     device = pick_device(cfg.device)
     key = cell_key(cfg)
     method = cfg.build_method()  # the one validation: names, parameters, drop, refusal; before the store
+    if cfg.cpu_bf16 and device.type == "cpu" and not native_cpu_bf16() and not _said["bf16"]:
+        _said["bf16"] = True
+        log("note: this CPU has no native bf16 (AVX512-BF16 or AMX): cpu_bf16 cells run emulated, slower than fp32")
     done = tracking.finished_runs([key]).get(key)
     if done is not None:
         drop_checkpoints([key])

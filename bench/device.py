@@ -53,6 +53,11 @@ def hardware_name(device: torch.device) -> str:
     return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads ({cpu_name()})"
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def cell_key(cfg) -> str:
     """The cell's identity in the store: what it computes (CellConfig) and the hardware it runs on here."""
     return cfg.key(hardware_name(pick_device(cfg.device)))

@@ -104,7 +104,8 @@ class Trainer:
         self.syncs = SyncCounter(device)
         self.workload = WORKLOADS[data.kind]
         self.model = model.to(device)
-        self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+        on_cpu_too = cfg.cpu_bf16 and device.type == "cpu"
+        self.amp = torch.autocast("cuda" if self.cuda else "cpu", dtype=torch.bfloat16, enabled=self.cuda or on_cpu_too)
         if data.kind == "image":  # faster on both: 1.45x for the tiny CNN's step on 2 CPU cores
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model

@@ -178,3 +178,28 @@ def test_host_syncs_per_method(method, store, monkeypatch):
     host = sum(r.syncs["host_syncs"] for r in tr.records)
     harness = sum(r.syncs["harness_syncs"] for r in tr.records)
     assert (method, host, harness) == (method, HOST_SYNCS[method], 0)
+
+
+def test_cpu_bf16_trains_in_bf16_and_is_its_own_cell(store):
+    """`cpu_bf16` is what a cell computes: its own key (cells without it keep theirs), bf16 matmuls in
+    the step, and run to run the same numbers on one CPU."""
+    from bench.cell import load_cell
+    from bench.engine import Trainer
+    from conftest import tiny_text_cell
+
+    plain, bf16 = tiny_text_cell(), tiny_text_cell(cpu_bf16=True)
+    assert "cpu_bf16" not in plain.identity() and plain.key("cpu") != bf16.key("cpu")
+    seen = []
+    for cfg in (plain, bf16):
+        data, model = load_cell(cfg)
+        trainer = Trainer(cfg, data, model, torch.device("cpu"))
+        lin = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+        hook = lin.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        trainer.evaluate(trainer.val)
+        hook.remove()
+    assert seen[0] == torch.float32 and seen[-1] == torch.bfloat16
+    a, b = (run_cell(bf16, log=lambda *_: None) for _ in range(2))
+    assert b.status == "skipped"
+    c = run_cell(tiny_text_cell(cpu_bf16=True, seed=0, session="again"), log=lambda *_: None)
+    for k in ("final_val_acc", "final_test_acc"):
+        assert a.metrics[k] == c.metrics[k]
