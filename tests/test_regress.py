@@ -3,6 +3,7 @@ tolerances derived from spread, the re-measurement merge, the table, the CPU-tim
 The end-to-end run with injected CPU work is in test_regress_guard.py."""
 import json
 import math
+import statistics
 import time
 
 import pytest
@@ -291,3 +292,15 @@ def test_guard_runs_the_baselines_rounds_and_says_when_it_is_another_cpus(tmp_pa
     base["cpu"] = guard.cpu_model()  # the same drop against this CPU model's own baseline fails
     path.write_text(json.dumps(base))
     assert guard.main(suite_name=str(suite), baseline_file=path, log=lambda *a: None) == 1
+
+
+def test_a_second_mode_in_the_rounds_widens_the_spread_the_mad_misses():
+    from bench.regress.baseline import spread
+
+    one_mode = [0.65, 0.651, 0.652, 0.649, 0.648, 0.65, 0.651, 0.649, 0.65, 0.652]
+    two_modes = [0.58, 0.60, 0.62] + one_mode[:7]  # three rounds low, as swift_sampler's baseline
+    mid = statistics.median(two_modes)
+    mad = 1.4826 * statistics.median(abs(x - mid) for x in two_modes) / mid
+    assert spread(two_modes) > 2 * mad
+    assert spread(one_mode) < 0.005
+    assert spread(one_mode[:9] + [0.40]) < 0.005  # one burst of load still widens nothing
