@@ -141,7 +141,7 @@ class Trainer:
             self.probe_idx = torch.arange(min(len(self.val), self.workload.probe_samples))
             self.probe_y = self.val.y[self.probe_idx].to(self.device)
             # on a CPU, where cells share cores, the train time is also read in reference steps (bench/meter.py)
-            self.meter = None if self.cuda else PaceMeter(self.timer.clock)
+            self.meter = None if self.cuda else PaceMeter(self.timer.clock, every=self.workload.meter_every)
             ref = min(self.workload.meter_batch or cfg.batch_size, cfg.batch_size, len(self.train))
             self.meter_idx = torch.arange(ref, device=self.device)
 

@@ -53,3 +53,18 @@ def test_the_meter_leaves_no_trace(cell, store, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     loss.append(tracking.client().get_metric_history(metered.run_id, "val_loss"))
     assert [m.value for m in loss[0]] == [m.value for m in loss[1]]
+
+
+def test_each_workload_meters_at_its_own_cadence():
+    """Text cells are read twice as often as images (bench/workload.py): the engine passes it on."""
+    import torch
+
+    from bench.cell import load_cell
+    from bench.engine import Trainer
+    from bench.workload import IMAGE, TEXT
+
+    assert TEXT.meter_every < IMAGE.meter_every
+    for cfg, w in ((tiny_cell(), IMAGE), (tiny_text_cell(), TEXT)):
+        data, model = load_cell(cfg)
+        trainer = Trainer(cfg, data, model, torch.device("cpu"), method=cfg.build_method())
+        assert trainer.meter.every == w.meter_every
