@@ -44,7 +44,7 @@ def test_the_meter_leaves_no_trace(cell, store, monkeypatch, tmp_path):
     metered = run_cell(cell, log=lambda *_: None)
     assert metered.metrics["train_metered_steps"] > 0 and metered.metrics["meter_step_seconds"] > 0
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'plain.db'}")
-    monkeypatch.setattr("bench.engine.PaceMeter", lambda clock: None)
+    monkeypatch.setattr("bench.engine.PaceMeter", lambda clock, every=None: None)
     plain = run_cell(cell, log=lambda *_: None)
     assert "train_metered_steps" not in plain.metrics
     for k in ("final_val_acc", "final_test_acc", "total_backwards"):
